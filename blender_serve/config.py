@@ -1,0 +1,114 @@
+"""Pydantic configuration of generators, the ranker, the fuser and the ensemble.
+
+Unknown keys are rejected everywhere so that a typo in a YAML file fails loudly at load time.
+Cross-field rules (unique model names, top_k <= number of models) live in model validators.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from blender_serve.types import SamplingParams
+
+__all__ = [
+    "GeneratorConfig",
+    "RankerConfig",
+    "FuserConfig",
+    "BlendOptions",
+    "BlenderConfig",
+    "FusionMode",
+    "Device",
+    "DType",
+]
+
+FusionMode = Literal["always", "never", "auto"]
+Device = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+_STRICT = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class GeneratorConfig(BaseModel):
+    """One base LLM of the ensemble."""
+
+    model_config = _STRICT
+    name: str = Field(description="Unique name of this base model in the ensemble (also its API model id).", min_length=1)
+    backend: str = Field(description="Backend registry key: 'transformers', 'vllm', 'openai' or 'scripted'.")
+    model: Optional[str] = Field(None, description="Checkpoint path or hub id (transformers/vllm), or the remote model name (openai).")
+    sampling: SamplingParams = Field(default_factory=SamplingParams, description="Default sampling settings for this model; a request's settings override them.")
+    system_prompt: Optional[str] = Field(None, description="System message prepended when a request has none.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options, validated by the backend (see each backend's Options model).")
+
+
+class RankerConfig(BaseModel):
+    """The PairRanker: where its checkpoint is and how to run it."""
+
+    model_config = _STRICT
+    path: str = Field(description="Local checkpoint directory (either PairRM layout) or a hub id.")
+    device: Device = Field("auto", description="'auto' picks cuda when available, else cpu.")
+    dtype: DType = Field("auto", description="'auto': float16 on cuda, float32 on cpu.")
+    batch_size: int = Field(32, ge=1, description="Pairs per forward pass.")
+    source_max_length: Optional[int] = Field(None, ge=8, description="Override the checkpoint's source max length (tokens, specials included).")
+    candidate_max_length: Optional[int] = Field(None, ge=8, description="Override the checkpoint's candidate max length.")
+    strategy: str = Field("max_logits", description="Default aggregation strategy (see blender_serve.ranker.STRATEGIES).")
+    seed: int = Field(0, description="Seed of the bubble strategy's shuffle.")
+
+
+class FuserConfig(BaseModel):
+    """The GenFuser: a seq2seq gen_fuser checkpoint, or any instruction-tuned causal LM prompted to fuse."""
+
+    model_config = _STRICT
+    kind: Literal["seq2seq", "causal"] = Field("seq2seq", description="'seq2seq': gen_fuser layout; 'causal': a chat LM prompted to fuse.")
+    path: str = Field(description="Local checkpoint directory or hub id.")
+    device: Device = Field("auto", description="'auto' picks cuda when available, else cpu.")
+    dtype: DType = Field("auto", description="'auto': bfloat16 on cuda, float32 on cpu.")
+    max_length: int = Field(1024, ge=16, description="Most input tokens (seq2seq) or prompt tokens (causal).")
+    candidate_max_length: int = Field(128, ge=1, description="Each candidate is cut to this many tokens ('...' appended).")
+    num_beams: int = Field(4, ge=1, description="Beam search width for one-shot generation (streaming uses 1).")
+    max_new_tokens: int = Field(128, ge=1, description="Most tokens of the fused answer.")
+    device_map: Optional[str] = Field(None, description="accelerate device_map for large models (e.g. 'auto').")
+
+
+class BlendOptions(BaseModel):
+    """Per-call options of the ensemble; ``None`` means the ensemble's default."""
+
+    model_config = _STRICT
+    models: Optional[list[str]] = Field(None, description="Subset of base models to ask (default: all).", min_length=1)
+    top_k: Optional[int] = Field(None, ge=1, description="How many top candidates the fuser reads.")
+    strategy: Optional[str] = Field(None, description="Ranking strategy.")
+    fusion: Optional[FusionMode] = Field(None, description="'always', 'never' or 'auto'.")
+    auto_fusion_margin: Optional[float] = Field(None, ge=0.0, description="In 'auto' mode, skip fusion when top-1 leads top-2 by at least this score.")
+    deadline_s: Optional[float] = Field(None, gt=0.0, description="Per-model generation deadline in seconds.")
+    min_candidates: Optional[int] = Field(None, ge=1, description="Fewest answers needed to go on.")
+
+
+class BlenderConfig(BaseModel):
+    """A whole ensemble: base models, ranker, optional fuser and the defaults of every call."""
+
+    model_config = _STRICT
+    name: str = Field("blender", description="Name of the ensemble (its API model id).")
+    generators: list[GeneratorConfig] = Field(description="The base LLMs.", min_length=1)
+    ranker: RankerConfig
+    fuser: Optional[FuserConfig] = Field(None, description="Without a fuser, the top-ranked candidate is the answer.")
+    top_k: int = Field(3, ge=1, description="Candidates passed to the fuser.")
+    strategy: str = Field("max_logits", description="Default ranking strategy.")
+    fusion: FusionMode = Field("auto", description="Default fusion mode.")
+    auto_fusion_margin: float = Field(1.0, ge=0.0, description="'auto' skips fusion when the top-1 score margin is at least this.")
+    deadline_s: float = Field(60.0, gt=0.0, description="Per-model generation deadline in seconds.")
+    min_candidates: int = Field(1, ge=1, description="Fewest answers needed to go on; fewer raises NotEnoughCandidatesError.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BlenderConfig":
+        names = [g.name for g in self.generators]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"generator names must be unique; repeated: {dupes}")
+        if self.name in names:
+            raise ValueError(f"ensemble name {self.name!r} clashes with a generator name; rename one")
+        if self.top_k > len(self.generators):
+            raise ValueError(f"top_k={self.top_k} exceeds the number of generators ({len(self.generators)})")
+        if self.min_candidates > len(self.generators):
+            raise ValueError(f"min_candidates={self.min_candidates} exceeds the number of generators ({len(self.generators)})")
+        return self

@@ -1,0 +1,171 @@
+"""Plain data that crosses module boundaries: messages, sampling settings, generations and results.
+
+Everything here is a pydantic model so that the serving layer can send it over Ray and JSON as is.
+Results are frozen; numbers are plain Python floats/ints (no numpy or torch types).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "ChatMessage",
+    "SamplingParams",
+    "Usage",
+    "Generation",
+    "RankResult",
+    "Candidate",
+    "BlendResult",
+    "FusionOutput",
+    "GenerationChunk",
+]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChatMessage(BaseModel):
+    """One chat turn, as OpenAI clients send it."""
+
+    model_config = _FROZEN
+    role: Literal["system", "user", "assistant"] = Field(description="Who wrote this turn.")
+    content: str = Field(description="The text of the turn.")
+
+
+class SamplingParams(BaseModel):
+    """How a base model samples. ``None`` fields fall back to the generator's own defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: Optional[int] = Field(None, ge=1, description="Most new tokens to generate.")
+    temperature: Optional[float] = Field(None, ge=0.0, le=5.0, description="0 means greedy.")
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: Optional[int] = Field(None, ge=0, description="Top-k sampling; 0 or None disables.")
+    seed: Optional[int] = Field(None, description="Seed for reproducible sampling, where supported.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, v):
+        if v is None:
+            return []
+        return [v] if isinstance(v, str) else v
+
+    def merged_over(self, defaults: "SamplingParams") -> "SamplingParams":
+        """These settings, with unset fields taken from ``defaults``."""
+        data = defaults.model_dump()
+        data.update({k: v for k, v in self.model_dump(exclude_unset=True).items() if v is not None})
+        return SamplingParams(**data)
+
+
+class Usage(BaseModel):
+    """Token counts of one or more model calls."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class Generation(BaseModel):
+    """What one base model returned for one request."""
+
+    model_config = _FROZEN
+    model: str = Field(description="Name of the generator that produced it.")
+    text: str
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: Optional[str] = Field(None, description="'stop', 'length' or None if unknown.")
+    latency_s: float = Field(0.0, description="Wall time of the call.")
+    time_to_first_token_s: Optional[float] = None
+
+
+class FusionOutput(BaseModel):
+    """What a fuser returned."""
+
+    model_config = _FROZEN
+    text: str
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+
+
+class RankResult(BaseModel):
+    """The ranking of one source's candidates.
+
+    ``order`` lists candidate indices best first; ``scores[i]`` belongs to candidate ``i`` in input
+    order (higher is better); ``matrix[i][j]`` is the pairwise logit f(c_i, c_j) when the strategy
+    computed one (None for bubble, which only finds a top-1).
+    """
+
+    model_config = _FROZEN
+    order: list[int]
+    scores: list[float]
+    strategy: str
+    matrix: Optional[list[list[float]]] = None
+    num_forward_pairs: int = Field(0, description="Pairs the ranker's encoder scored.")
+
+    @property
+    def best(self) -> int:
+        return self.order[0]
+
+    @property
+    def ranks(self) -> list[int]:
+        """1-based rank of each candidate in input order (1 = best)."""
+        ranks = [0] * len(self.order)
+        for position, idx in enumerate(self.order):
+            ranks[idx] = position + 1
+        return ranks
+
+    def top_k(self, k: Optional[int]) -> list[int]:
+        return list(self.order if k is None else self.order[:k])
+
+    def margin(self) -> float:
+        """Score gap between the best and the second-best candidate (inf with one candidate)."""
+        if len(self.order) < 2:
+            return float("inf")
+        return self.scores[self.order[0]] - self.scores[self.order[1]]
+
+
+class Candidate(BaseModel):
+    """One base model's answer inside a blend, with its place in the ranking."""
+
+    model_config = _FROZEN
+    model: str
+    text: str
+    score: float
+    rank: int = Field(description="1 = ranked best.")
+    chosen: bool = Field(description="Whether it was among the top-K passed to the fuser.")
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+
+
+class BlendResult(BaseModel):
+    """The answer of the ensemble to one request, with provenance."""
+
+    model_config = _FROZEN
+    text: str = Field(description="The final answer: fused text, or the top candidate's.")
+    fused: bool = Field(description="Whether the fuser wrote `text`.")
+    fusion_skipped_reason: Optional[str] = None
+    candidates: list[Candidate] = Field(description="Every answer that came back, in rank order.")
+    chosen: list[str] = Field(description="Models whose answers were passed to the fuser.")
+    strategy: str
+    errors: dict[str, str] = Field(default_factory=dict, description="Model -> why it was dropped.")
+    timings: dict[str, float] = Field(default_factory=dict, description="Stage -> seconds.")
+    usage: Usage = Field(default_factory=Usage, description="Summed over every model call.")
+
+
+class GenerationChunk(BaseModel):
+    """One piece of a streamed generation. The last chunk carries finish_reason and usage."""
+
+    model_config = _FROZEN
+    text: str = ""
+    finish_reason: Optional[str] = None
+    usage: Optional[Usage] = None

@@ -1,0 +1,203 @@
+"""Builders of tiny real checkpoints (random weights, tokenizers trained offline on local text).
+
+Each builder writes a directory in exactly the layout a user's real checkpoint has, so tests load
+them through the same code paths: PairRM (original and transformers-style layouts), gen_fuser
+(T5 seq2seq) and a Llama-architecture causal LM with a chat template. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers, normalizers, decoders
+
+CORPUS = [
+    "The capital of France is Paris. The capital of Italy is Rome.",
+    "Write a short poem about the sea and the wind.",
+    "Large language models answer questions, write code and summarise text.",
+    "A ranker compares two candidate answers and says which one is better.",
+    "Fusion reads the best candidates and writes one answer that combines their strengths.",
+    "Python is a programming language. Ray Serve scales Python services.",
+    "Explain why the sky is blue in one sentence: light scatters in the air.",
+    "1 2 3 4 5 6 7 8 9 10 11 12 hello world yes no maybe always never",
+    "Instruction: Input: Candidate Summarize candidates into a better one for the given instruction:",
+] * 4
+
+RANKER_SPECIALS = ["<|source|>", "<|candidate1|>", "<|candidate2|>", "<|candidate|>"]
+
+
+def _unigram_vocab(special_tokens: list[str], vocab_size: int = 300) -> list[tuple[str, float]]:
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=special_tokens, unk_token=special_tokens[-1] if "<unk>" in special_tokens[-1] else "[UNK]"
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    return [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+
+
+def deberta_tokenizer():
+    """A DebertaV2Tokenizer (Unigram, like DeBERTa-v3's) with [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3."""
+    from transformers import DebertaV2Tokenizer
+
+    vocab = _unigram_vocab(["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"])
+    return DebertaV2Tokenizer(vocab=vocab, unk_id=3)
+
+
+def deberta_config(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 2):
+    from transformers import DebertaV2Config
+
+    return DebertaV2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=512,
+        relative_attention=True,
+        position_buckets=32,
+        pos_att_type=["p2c", "c2p"],
+        max_relative_positions=-1,
+        position_biased_input=False,
+        type_vocab_size=0,
+        pad_token_id=0,
+    )
+
+
+def build_deberta_backbone(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random DeBERTa-v2 encoder plus tokenizer, saved like a hub backbone."""
+    from transformers import DebertaV2Model
+
+    out_dir = Path(out_dir)
+    tokenizer = deberta_tokenizer()
+    torch.manual_seed(seed)
+    model = DebertaV2Model(deberta_config(len(tokenizer)))
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def _random_pairrm_state(backbone_dir: Path, n_tasks: int, seed: int) -> tuple[dict, int, object]:
+    """Backbone weights (embeddings resized for the 4 ranker tokens) + a random head."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
+    tokenizer.add_tokens(RANKER_SPECIALS)
+    backbone = AutoModel.from_pretrained(backbone_dir)
+    torch.manual_seed(seed)
+    backbone.resize_token_embeddings(len(tokenizer))
+    hidden = backbone.config.hidden_size
+    head = torch.nn.Sequential(
+        torch.nn.Dropout(0.05), torch.nn.Linear(2 * hidden, hidden), torch.nn.Tanh(),
+        torch.nn.Dropout(0.05), torch.nn.Linear(hidden, n_tasks),
+    )
+    # A visible spread of logits, so ranking tests are not decided by float noise.
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    state = {f"pretrained_model.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
+    state.update({f"head_layer.{k}": v.contiguous() for k, v in head.state_dict().items()})
+    return state, hidden, tokenizer
+
+
+def build_pairrm_original(out_dir: Path, backbone_dir: Path, n_tasks: int = 1, seed: int = 1,
+                          source_maxlength: int = 128, candidate_maxlength: int = 64) -> Path:
+    """A ranker in the original llm-blender/PairRM layout: ranker config.json + model.safetensors."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state, _, _ = _random_pairrm_state(Path(backbone_dir), n_tasks, seed)
+    save_file(state, str(out_dir / "model.safetensors"))
+    config = {
+        "ranker_type": "pairranker", "model_type": "deberta", "model_name": str(backbone_dir),
+        "cache_dir": None, "load_checkpoint": None,
+        "source_maxlength": source_maxlength, "candidate_maxlength": candidate_maxlength,
+        "n_tasks": n_tasks, "num_pos": 5, "num_neg": 5, "sub_sampling_mode": "all_pair",
+        "sub_sampling_ratio": 0.4, "loss_type": "instructgpt", "reduce_type": "linear",
+        "inference_mode": "bubble", "drop_out": 0.05, "fp16": True, "device": None,
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    return out_dir
+
+
+def build_pairrm_hf(out_dir: Path, backbone_dir: Path, n_tasks: int = 1, seed: int = 1) -> Path:
+    """A ranker in the transformers-style llm-blender/PairRM-hf layout (DebertaV2 config + extras)."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state, _, tokenizer = _random_pairrm_state(Path(backbone_dir), n_tasks, seed)
+    config = AutoConfig.from_pretrained(backbone_dir)
+    config.vocab_size = len(tokenizer)
+    config.architectures = ["DebertaV2PairRM"]
+    config.n_tasks = n_tasks
+    config.drop_out = 0.05
+    ids = tokenizer.convert_tokens_to_ids(RANKER_SPECIALS)
+    config.source_prefix_id, config.cand1_prefix_id, config.cand2_prefix_id, config.cand_prefix_id = ids
+    config.sep_token_id = tokenizer.sep_token_id
+    config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    save_file(state, str(out_dir / "model.safetensors"))
+    return out_dir
+
+
+def build_gen_fuser(out_dir: Path, seed: int = 2) -> Path:
+    """A tiny random T5 seq2seq model with a T5 tokenizer (extra_ids), in the gen_fuser_3b layout."""
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    out_dir = Path(out_dir)
+    vocab = _unigram_vocab(["<pad>", "</s>", "<unk>"])
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=100)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+        num_heads=4, feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0,
+        eos_token_id=1, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_causal_lm(out_dir: Path, seed: int = 3) -> Path:
+    """A tiny random Llama (hidden 128, 2 heads: head_dim 64, which vLLM's CPU kernels support)
+    with a byte-level BPE tokenizer and a ChatML chat template."""
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir)
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+        pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
