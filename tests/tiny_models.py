@@ -88,7 +88,13 @@ def _random_pairrm_state(backbone_dir: Path, n_tasks: int, seed: int) -> tuple[d
     tokenizer.add_tokens(RANKER_SPECIALS)
     backbone = AutoModel.from_pretrained(backbone_dir)
     torch.manual_seed(seed)
-    backbone.resize_token_embeddings(len(tokenizer))
+    backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    # Distinct, well-spread prefix embeddings and a larger weight scale than the random init, so
+    # logits differ visibly between pairs and tests compare real numbers, not float noise.
+    with torch.no_grad():
+        for p in backbone.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.3)
     hidden = backbone.config.hidden_size
     head = torch.nn.Sequential(
         torch.nn.Dropout(0.05), torch.nn.Linear(2 * hidden, hidden), torch.nn.Tanh(),

@@ -1,0 +1,286 @@
+"""PairRanker: load a PairRM checkpoint, compare two candidates, rank many.
+
+``compare`` is the primitive; ``rank`` builds on it through a strategy (see ``aggregation``).
+Every pair a call needs, across all its sources, is scored in batched forward passes: pairs are
+sorted by length, cut into batches of ``batch_size`` and padded per batch (dynamic padding), under
+``torch.inference_mode``. Never one pair per forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Optional, Sequence
+
+import numpy as np
+
+from blender_serve.devices import resolve_device, resolve_dtype
+from blender_serve.errors import CheckpointError, InvalidInputError
+from blender_serve.ranker.aggregation import get_strategy
+from blender_serve.ranker.checkpoint import RankerCheckpoint, read_checkpoint, write_original_layout
+from blender_serve.ranker.encoding import EncodedGroup, PairEncoder
+from blender_serve.types import RankResult
+
+__all__ = ["PairRanker", "COMPARE_MODES"]
+
+logger = logging.getLogger(__name__)
+
+# "both": f(a, b) - f(b, a), position bias cancelled (the reference's default "[A,B]+[B,A]");
+# "single": f(a, b), one pass; "reversed": -f(b, a).
+COMPARE_MODES = ("both", "single", "reversed")
+
+
+def _check_text(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a str, got {type(value).__name__}; pass the text itself")
+    return value
+
+
+def _check_candidates(candidates, what: str = "candidates", minimum: int = 2) -> list[str]:
+    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+        raise InvalidInputError(f"{what} must be a list of str, got {type(candidates).__name__}")
+    if len(candidates) < minimum:
+        raise InvalidInputError(
+            f"{what} has {len(candidates)} item(s); ranking needs at least {minimum} "
+            "(with one candidate there is nothing to compare: use it directly)"
+        )
+    for k, c in enumerate(candidates):
+        _check_text(c, f"{what}[{k}]")
+    return list(candidates)
+
+
+class PairRanker:
+    """A pairwise cross-encoder ranker (PairRM) ready for inference.
+
+    Example:
+        >>> ranker = PairRanker.from_pretrained("/models/PairRM", device="cpu")
+        >>> ranker.compare("What is 2+2?", "4", "5")   # > 0: the first answer is better
+        >>> ranker.rank("What is 2+2?", ["4", "5", "four"]).order   # best first
+    """
+
+    def __init__(self, model, tokenizer, *, source_max_length: int, candidate_max_length: int,
+                 device: str = "cpu", dtype=None, batch_size: int = 32, seed: int = 0,
+                 checkpoint: Optional[RankerCheckpoint] = None):
+        import torch
+
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype or torch.float32
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.encoder = PairEncoder(tokenizer, source_max_length, candidate_max_length)
+        self._checkpoint = checkpoint
+        self._lock = threading.Lock()  # one forward at a time per replica; callers may use threads
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike, *, device: str = "auto", dtype: str = "auto",
+                        batch_size: int = 32, source_max_length: Optional[int] = None,
+                        candidate_max_length: Optional[int] = None, seed: int = 0) -> "PairRanker":
+        """Load a PairRM checkpoint of either layout (original or transformers-style).
+
+        Args:
+            path_or_id: a local checkpoint directory, or a hub id (downloaded once).
+            device: "auto" (cuda if available), "cpu", "cuda", "cuda:1"...
+            dtype: "auto" (float16 on accelerators, float32 on CPU), "float32", "float16", "bfloat16".
+            batch_size: pairs per forward pass.
+            source_max_length / candidate_max_length: override the checkpoint's token budgets.
+            seed: seed of the bubble strategy's shuffle.
+        """
+        import torch
+        from transformers import AutoModel
+
+        ckpt = read_checkpoint(path_or_id)
+        device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, device, half="float16")
+        state = ckpt.state_dict
+        emb_key = next((k for k in state if k.endswith("word_embeddings.weight") and k.startswith("pretrained_model.")), None)
+        if emb_key is None:
+            raise CheckpointError(f"{ckpt.directory}: no 'pretrained_model.*word_embeddings.weight' in the weights; "
+                                  "is this a PairRanker checkpoint?")
+        vocab = state[emb_key].shape[0]
+        if vocab != len(ckpt.tokenizer):
+            raise CheckpointError(
+                f"{ckpt.directory}: the weights have {vocab} token embeddings but the tokenizer has "
+                f"{len(ckpt.tokenizer)} tokens (with the 4 ranker prefixes); the tokenizer does not belong to these weights"
+            )
+        config = ckpt.backbone_config
+        config.vocab_size = vocab
+        backbone = AutoModel.from_config(config)
+        from blender_serve.ranker.model import PairRankerModel
+
+        model = PairRankerModel(backbone, n_tasks=ckpt.ranker_config["n_tasks"], drop_out=ckpt.ranker_config["drop_out"])
+        result = model.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+        if missing:
+            raise CheckpointError(f"{ckpt.directory}: weights missing from the checkpoint: {missing[:8]}")
+        if result.unexpected_keys:
+            logger.warning("ignoring %d unexpected weights in %s: %s", len(result.unexpected_keys),
+                           ckpt.directory, result.unexpected_keys[:5])
+        model.to(device=device, dtype=torch_dtype)
+        ckpt.state_dict = {}  # don't keep a second copy of the weights alive
+        src_max = source_max_length or ckpt.ranker_config["source_maxlength"]
+        cand_max = candidate_max_length or ckpt.ranker_config["candidate_maxlength"]
+        _check_position_budget(config, src_max, cand_max)
+        return cls(model, ckpt.tokenizer, source_max_length=src_max, candidate_max_length=cand_max,
+                   device=device, dtype=torch_dtype, batch_size=batch_size, seed=seed, checkpoint=ckpt)
+
+    @classmethod
+    def from_config(cls, config) -> "PairRanker":
+        """Build from a ``blender_serve.config.RankerConfig``."""
+        return cls.from_pretrained(config.path, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
+                                   source_max_length=config.source_max_length,
+                                   candidate_max_length=config.candidate_max_length, seed=config.seed)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Save in the original PairRM layout (ranker config.json + model.safetensors), with the
+        tokenizer and backbone config beside it so it reloads offline."""
+        ckpt = self._checkpoint
+        ranker_config = dict(ckpt.ranker_config) if ckpt else {"n_tasks": self.model.n_tasks, "drop_out": 0.05}
+        ranker_config["source_maxlength"] = self.encoder.source_max_length
+        ranker_config["candidate_maxlength"] = self.encoder.candidate_max_length
+        write_original_layout(directory, self.model.state_dict(), self.model.pretrained_model.config, self.tokenizer,
+                              ranker_config, ckpt.backbone_name if ckpt else None)
+
+    # ------------------------------------------------------------------ scoring
+    def _score(self, items: list[tuple[list[int], tuple[int, int, int]]]) -> np.ndarray:
+        """Logits f for (input ids, prefix positions) pairs: sorted by length, batched, dynamically padded."""
+        import torch
+
+        out = np.zeros(len(items), dtype=np.float64)
+        if not items:
+            return out
+        order = sorted(range(len(items)), key=lambda k: len(items[k][0]))
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                width = max(len(items[k][0]) for k in idx)
+                ids = torch.full((len(idx), width), self.encoder.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, k in enumerate(idx):
+                    seq = items[k][0]
+                    ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                    mask[row, : len(seq)] = 1
+                pos = torch.tensor([items[k][1] for k in idx], dtype=torch.long)
+                logits = self.model(ids.to(self.device), mask.to(self.device), pos.to(self.device))
+                out[idx] = logits.float().cpu().numpy()
+        return out
+
+    def _group(self, source: str, candidates: Sequence[str]) -> EncodedGroup:
+        return self.encoder.encode_group(source, candidates)
+
+    # ------------------------------------------------------------------ compare
+    def compare(self, source: str, candidate_a: str, candidate_b: str, mode: str = "both") -> float:
+        """The logit that ``candidate_a`` is a better answer to ``source`` than ``candidate_b`` (> 0: a is better).
+
+        mode "both" (default) returns f(a, b) - f(b, a): two passes, free of position bias, equal to
+        the reference's ``compare(..., return_logits=True)`` in its default "[A,B]+[B,A]" mode.
+        "single" returns f(a, b) from one pass; "reversed" returns -f(b, a).
+        """
+        return self.compare_batch([source], [candidate_a], [candidate_b], mode=mode)[0]
+
+    def compare_batch(self, sources: Sequence[str], candidates_a: Sequence[str], candidates_b: Sequence[str],
+                      mode: str = "both") -> list[float]:
+        """``compare`` for many (source, a, b) triples, in shared batched forward passes."""
+        if mode not in COMPARE_MODES:
+            raise InvalidInputError(f"unknown compare mode {mode!r}; use one of {COMPARE_MODES}")
+        for name, seq in (("sources", sources), ("candidates_a", candidates_a), ("candidates_b", candidates_b)):
+            if isinstance(seq, str) or not isinstance(seq, Sequence):
+                raise InvalidInputError(f"{name} must be a list of str; for one triple call compare()")
+        if not (len(sources) == len(candidates_a) == len(candidates_b)):
+            raise InvalidInputError(
+                f"sources, candidates_a and candidates_b must have equal lengths, got "
+                f"{len(sources)}, {len(candidates_a)}, {len(candidates_b)}"
+            )
+        items = []
+        for k, (s, a, b) in enumerate(zip(sources, candidates_a, candidates_b)):
+            group = self._group(_check_text(s, f"sources[{k}]"),
+                                [_check_text(a, f"candidates_a[{k}]"), _check_text(b, f"candidates_b[{k}]")])
+            if mode in ("both", "single"):
+                items.append(self.encoder.pair(group, 0, 1))
+            if mode in ("both", "reversed"):
+                items.append(self.encoder.pair(group, 1, 0))
+        logits = self._score(items)
+        if mode == "both":
+            return [float(f - r) for f, r in zip(logits[0::2], logits[1::2])]
+        if mode == "single":
+            return [float(v) for v in logits]
+        return [float(-v) for v in logits]
+
+    # ------------------------------------------------------------------ rank
+    def rank(self, source: str, candidates: Sequence[str], strategy: str = "max_logits",
+             top_k: Optional[int] = None, seed: Optional[int] = None) -> RankResult:
+        """Rank ``candidates`` as answers to ``source``.
+
+        Returns a RankResult: ``order`` (indices, best first, cut to ``top_k`` when given),
+        ``scores`` (one per candidate, input order, higher is better), and ``matrix`` (pairwise
+        logits) for matrix strategies. Strategies: see ``blender_serve.ranker.STRATEGIES``.
+        """
+        return self.rank_batch([source], [candidates], strategy=strategy, top_k=top_k, seed=seed)[0]
+
+    def rank_batch(self, sources: Sequence[str], candidates: Sequence[Sequence[str]], strategy: str = "max_logits",
+                   top_k: Optional[int] = None, seed: Optional[int] = None) -> list[RankResult]:
+        """``rank`` for many sources at once; every round's pairs of every source share forward passes.
+
+        Sources may have different numbers of candidates.
+        """
+        strat = get_strategy(strategy)
+        if isinstance(sources, str) or not isinstance(sources, Sequence):
+            raise InvalidInputError("sources must be a list of str; for one source call rank()")
+        if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+            raise InvalidInputError("candidates must be a list with one list of str per source")
+        if len(sources) != len(candidates):
+            raise InvalidInputError(f"got {len(sources)} sources but {len(candidates)} candidate lists; pass one list per source")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+            raise InvalidInputError(f"top_k must be a positive int or None, got {top_k!r}")
+        groups = []
+        for k, (s, cands) in enumerate(zip(sources, candidates)):
+            cands = _check_candidates(cands, f"candidates[{k}]" if len(sources) > 1 else "candidates")
+            groups.append(self._group(_check_text(s, f"sources[{k}]" if len(sources) > 1 else "source"), cands))
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        runs = [strat.rounds(len(g.candidate_ids), rng) for g in groups]
+        pending = {k: run.send(None) for k, run in enumerate(runs)}  # k -> pairs wanted this round
+        rankings: dict[int, object] = {}
+        while pending:
+            keys = list(pending)
+            items, spans = [], []
+            for k in keys:
+                start = len(items)
+                items.extend(self.encoder.pair(groups[k], i, j) for i, j in pending[k])
+                spans.append((start, len(items)))
+            logits = self._score(items)
+            for k, (a, b) in zip(keys, spans):
+                try:
+                    pending[k] = runs[k].send(logits[a:b])
+                except StopIteration as done:
+                    rankings[k] = done.value
+                    del pending[k]
+        results = []
+        for k in range(len(groups)):
+            r = rankings[k]
+            results.append(RankResult(
+                order=r.order[:top_k] if top_k else list(r.order),
+                scores=[float(x) for x in r.scores],
+                strategy=strat.name,
+                matrix=None if r.matrix is None else r.matrix.tolist(),
+                num_forward_pairs=r.num_pairs,
+            ))
+        return results
+
+
+def _check_position_budget(config, source_max: int, cand_max: int) -> None:
+    """Encoders with absolute positions cannot read past max_position_embeddings: fail at load, not mid-request."""
+    relative = str(getattr(config, "model_type", "")).startswith("deberta") and not getattr(config, "position_biased_input", True)
+    limit = getattr(config, "max_position_embeddings", None)
+    if relative or not limit:
+        return
+    if str(getattr(config, "model_type", "")) in ("roberta", "xlm-roberta"):
+        limit -= 2  # positions start after the padding index
+    worst = source_max + 2 * cand_max
+    if worst > limit:
+        raise InvalidInputError(
+            f"this backbone reads at most {limit} positions but a pair can reach {worst} tokens "
+            f"(source {source_max} + 2 x candidate {cand_max}); pass smaller source_max_length/candidate_max_length"
+        )
