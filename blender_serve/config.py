@@ -92,7 +92,7 @@ class BlenderConfig(BaseModel):
     generators: list[GeneratorConfig] = Field(description="The base LLMs.", min_length=1)
     ranker: RankerConfig
     fuser: Optional[FuserConfig] = Field(None, description="Without a fuser, the top-ranked candidate is the answer.")
-    top_k: int = Field(3, ge=1, description="Candidates passed to the fuser.")
+    top_k: int = Field(3, ge=1, description="Candidates passed to the fuser (default 3, or the number of generators if fewer).")
     strategy: str = Field("max_logits", description="Default ranking strategy.")
     fusion: FusionMode = Field("auto", description="Default fusion mode.")
     auto_fusion_margin: float = Field(1.0, ge=0.0, description="'auto' skips fusion when the top-1 score margin is at least this.")
@@ -107,6 +107,8 @@ class BlenderConfig(BaseModel):
             raise ValueError(f"generator names must be unique; repeated: {dupes}")
         if self.name in names:
             raise ValueError(f"ensemble name {self.name!r} clashes with a generator name; rename one")
+        if "top_k" not in self.model_fields_set:  # the default 3 adapts to smaller ensembles
+            self.top_k = min(self.top_k, len(self.generators))
         if self.top_k > len(self.generators):
             raise ValueError(f"top_k={self.top_k} exceeds the number of generators ({len(self.generators)})")
         if self.min_candidates > len(self.generators):

@@ -165,6 +165,12 @@ def build_gen_fuser(out_dir: Path, seed: int = 2) -> Path:
     )
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
+    # Random weights tend to pick a sentinel (<extra_id_*>) token forever, which decodes to ''.
+    # Silence the sentinels so the tiny fuser writes visible (if meaningless) text.
+    sentinels = [i for i, tok in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer)))) if tok.startswith("<extra_id_")]
+    with torch.no_grad():
+        model.lm_head.weight[sentinels] = 0.0
+        model.lm_head.weight[tokenizer.pad_token_id] = 0.0
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

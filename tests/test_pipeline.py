@@ -1,0 +1,185 @@
+"""The in-process Blender: fan-out under deadlines, ranking, top-K, fusion modes, provenance, degradation.
+
+Base models are scripted (deterministic text and latency); the ranker and fuser are tiny real
+checkpoints loaded through the same code as a user's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from blender_serve import (
+    BlenderConfig,
+    InvalidInputError,
+    NotEnoughCandidatesError,
+    UnknownModelError,
+    UnknownStrategyError,
+)
+from blender_serve.pipeline import Blender
+
+pytestmark = pytest.mark.models
+
+
+def _scripted(name, template=None, **options):
+    return {"name": name, "backend": "scripted", "options": {"template": template or f"{name} answers: {{prompt}}", **options}}
+
+
+@pytest.fixture(scope="module")
+def components(pairrm_original, gen_fuser_dir):
+    from blender_serve.fuser import GenFuser
+    from blender_serve.ranker import PairRanker
+
+    return PairRanker.from_pretrained(pairrm_original, device="cpu"), GenFuser.from_pretrained(gen_fuser_dir, device="cpu", max_new_tokens=8)
+
+
+def _blender(components, generators, **kw):
+    ranker, fuser = components
+    config = BlenderConfig(generators=generators, ranker={"path": "unused-prebuilt"},
+                           fuser={"path": "unused-prebuilt"} if kw.pop("with_fuser", True) else None, **kw)
+    return Blender(config, ranker=ranker, fuser=fuser if config.fuser else None)
+
+
+THREE = [_scripted("alpha"), _scripted("beta", "A longer answer from beta about {prompt}"), _scripted("gamma", "gamma: no")]
+
+
+def test_blend_ranks_every_candidate_and_fuses_top_k(components):
+    blender = _blender(components, THREE, top_k=2, fusion="always")
+    result = blender.blend_sync("What is the capital of France?")
+    ranker = components[0]
+    texts = {c.model: c.text for c in result.candidates}
+    expected = ranker.rank("What is the capital of France?", [texts["alpha"], texts["beta"], texts["gamma"]])
+    names = ["alpha", "beta", "gamma"]
+    assert [c.model for c in result.candidates] == [names[i] for i in expected.order]
+    assert [c.rank for c in result.candidates] == [1, 2, 3]
+    assert result.fused and result.chosen == [names[i] for i in expected.order[:2]]
+    assert [c.chosen for c in result.candidates] == [True, True, False]
+    direct = components[1].fuse("What is the capital of France?", "", [texts[m] for m in result.chosen])
+    assert result.text == direct.text
+    assert result.usage.completion_tokens == sum(c.usage.completion_tokens for c in result.candidates) + direct.usage.completion_tokens
+    assert set(result.timings) == {"generate_s", "rank_s", "fuse_s", "total_s"} and result.errors == {}
+
+
+def test_fusion_never_returns_the_top_candidate(components):
+    result = _blender(components, THREE, fusion="never").blend_sync("Name a colour")
+    assert not result.fused and result.text == result.candidates[0].text
+    assert result.fusion_skipped_reason == "fusion disabled for this request" and result.chosen == []
+
+
+def test_auto_fusion_skips_on_a_clear_margin_and_fuses_otherwise(components):
+    blender = _blender(components, THREE, fusion="auto")
+    skip = blender.blend_sync("Name a colour", options={"auto_fusion_margin": 0.0})
+    assert not skip.fused and "leads by" in skip.fusion_skipped_reason
+    fuse = blender.blend_sync("Name a colour", options={"auto_fusion_margin": 1e9})
+    assert fuse.fused
+
+
+def test_per_call_options_select_models_and_strategy(components):
+    blender = _blender(components, THREE, fusion="never")
+    result = blender.blend_sync([{"role": "user", "content": "hi"}], options={"models": ["beta", "gamma"], "strategy": "bubble"})
+    assert {c.model for c in result.candidates} == {"beta", "gamma"} and result.strategy == "bubble"
+
+
+def test_failed_and_late_models_are_dropped_and_reported(components):
+    gens = THREE + [_scripted("broken", fail=True, error_message="GPU on fire"), _scripted("stuck", hang=True)]
+    blender = _blender(components, gens, fusion="never", deadline_s=0.5)
+    t0 = time.perf_counter()
+    result = blender.blend_sync("Quick question")
+    assert time.perf_counter() - t0 < 5
+    assert {c.model for c in result.candidates} == {"alpha", "beta", "gamma"}
+    assert "GPU on fire" in result.errors["broken"] and "deadline" in result.errors["stuck"]
+
+
+def test_too_few_candidates_is_a_typed_error(components):
+    gens = [_scripted("broken", fail=True), _scripted("stuck", hang=True), _scripted("ok")]
+    blender = _blender(components, gens, deadline_s=0.3, min_candidates=2)
+    with pytest.raises(NotEnoughCandidatesError) as info:
+        blender.blend_sync("hello")
+    assert set(info.value.errors) == {"broken", "stuck"}
+
+
+def test_one_answer_left_is_returned_without_ranking_or_fusion(components):
+    blender = _blender(components, [_scripted("broken", fail=True), _scripted("ok")], fusion="auto")
+    result = blender.blend_sync("hello")
+    assert result.text == "ok answers: hello" and not result.fused and result.candidates[0].rank == 1
+
+
+def test_fuser_failure_degrades_to_the_top_candidate(components):
+    class BrokenFuser:
+        async def afuse(self, *a, **k):
+            from blender_serve.errors import GenerationError
+            raise GenerationError("fuser out of memory")
+
+    blender = Blender(BlenderConfig(generators=THREE, ranker={"path": "x"}, fuser={"path": "x"}, fusion="always"),
+                      ranker=components[0], fuser=BrokenFuser())
+    result = blender.blend_sync("hello")
+    assert not result.fused and result.text == result.candidates[0].text and "out of memory" in result.errors["fuser"]
+
+
+def test_stream_yields_the_same_answer_as_blend(components):
+    blender = _blender(components, THREE, top_k=2, fusion="always")
+
+    async def run():
+        stream = blender.stream("What is the capital of France?")
+        pieces = [p async for p in stream]
+        return pieces, stream.result
+
+    pieces, result = asyncio.run(run())
+    assert len(pieces) >= 1 and "".join(pieces) == result.text and result.fused
+    greedy = components[1].fuse("What is the capital of France?", "", [c.text for c in result.candidates[:2]], num_beams=1)
+    assert result.text == greedy.text
+
+
+def test_generation_runs_concurrently(components):
+    gens = [_scripted(f"m{i}", latency_s=0.4) for i in range(4)]
+    blender = _blender(components, gens, fusion="never", top_k=1)
+    result = blender.blend_sync("hi")
+    assert result.timings["generate_s"] < 1.0  # 4 x 0.4 s if it were sequential
+
+
+@pytest.mark.parametrize(
+    "prompt, options, error",
+    [
+        ("", None, InvalidInputError),
+        ([], None, InvalidInputError),
+        ([{"role": "robot", "content": "hi"}], None, InvalidInputError),
+        (42, None, InvalidInputError),
+        ("hi", {"models": ["nope"]}, UnknownModelError),
+        ("hi", {"strategy": "coin_flip"}, UnknownStrategyError),
+        ("hi", {"top_k": 9}, InvalidInputError),
+        ("hi", {"colour": "blue"}, InvalidInputError),
+        ("hi", {"models": ["alpha", "alpha"]}, InvalidInputError),
+        ("hi", "fast please", InvalidInputError),
+    ],
+)
+def test_bad_input_is_a_typed_error(components, prompt, options, error):
+    with pytest.raises(error):
+        _blender(components, THREE).blend_sync(prompt, options=options)
+
+
+def test_fusion_always_without_fuser_is_rejected(components):
+    with pytest.raises(InvalidInputError, match="no fuser"):
+        _blender(components, THREE, with_fuser=False).blend_sync("hi", options={"fusion": "always"})
+
+
+def test_config_rules():
+    with pytest.raises(ValueError, match="unique"):
+        BlenderConfig(generators=[_scripted("a"), _scripted("a")], ranker={"path": "x"})
+    with pytest.raises(ValueError, match="top_k"):
+        BlenderConfig(generators=[_scripted("a")], ranker={"path": "x"}, top_k=2)
+    with pytest.raises(ValueError, match="extra"):
+        BlenderConfig(generators=[_scripted("a")], ranker={"path": "x"}, colour=1)
+
+
+def test_empty_fusion_falls_back_to_the_top_candidate(components):
+    class EmptyFuser:
+        async def afuse(self, *a, **k):
+            from blender_serve.types import FusionOutput
+            return FusionOutput(text="  ")
+
+    blender = Blender(BlenderConfig(generators=THREE, ranker={"path": "x"}, fuser={"path": "x"}, fusion="always"),
+                      ranker=components[0], fuser=EmptyFuser())
+    result = blender.blend_sync("hello")
+    assert not result.fused and result.text == result.candidates[0].text and result.errors["fuser"] == "returned an empty answer"
