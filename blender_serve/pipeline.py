@@ -158,7 +158,8 @@ class Blender:
             self.ranker = await asyncio.to_thread(_load_ranker, self.config.ranker)
         if self.fuser is None and self.config.fuser is not None:
             self.fuser = await asyncio.to_thread(_load_fuser, self.config.fuser)
-        await asyncio.gather(*(g.start() for g in self.generators.values()))
+        for g in self.generators.values():  # one at a time: transformers' loading is not thread-safe
+            await g.start()
         self._started = True
 
     async def close(self) -> None:
