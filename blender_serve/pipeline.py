@@ -200,7 +200,7 @@ class Blender:
     async def rank_candidates(self, source: str, generations: list[Generation], strategy: str) -> RankResult:
         if len(generations) == 1:
             return RankResult(order=[0], scores=[0.0], strategy=strategy)
-        return await asyncio.to_thread(self.ranker.rank, source, [g.text for g in generations], strategy)
+        return await self.ranker.arank(source, [g.text for g in generations], strategy)
 
     # ------------------------------------------------------------------ public API
     async def blend(self, prompt: str | Sequence[ChatMessage | dict], options: BlendOptions | dict | None = None,

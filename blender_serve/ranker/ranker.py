@@ -220,6 +220,13 @@ class PairRanker:
         """
         return self.rank_batch([source], [candidates], strategy=strategy, top_k=top_k, seed=seed)[0]
 
+    async def arank(self, source: str, candidates: Sequence[str], strategy: str = "max_logits",
+                    top_k: Optional[int] = None) -> RankResult:
+        """``rank`` in a worker thread, so an event loop keeps serving while the encoder runs."""
+        import asyncio
+
+        return await asyncio.to_thread(self.rank, source, candidates, strategy, top_k)
+
     def rank_batch(self, sources: Sequence[str], candidates: Sequence[Sequence[str]], strategy: str = "max_logits",
                    top_k: Optional[int] = None, seed: Optional[int] = None) -> list[RankResult]:
         """``rank`` for many sources at once; every round's pairs of every source share forward passes.

@@ -1,0 +1,84 @@
+"""The application's arguments: what ``serve_config.yaml``'s ``args:`` holds, validated by pydantic.
+
+    ensemble:     a blender_serve BlenderConfig (base models, ranker, fuser, defaults)
+    deployments:  Serve options per deployment, keyed by base-model name, 'ranker', 'fuser', 'ingress'
+    ranker_batching, limits, route_prefix
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from blender_serve.config import BlenderConfig
+
+__all__ = ["AppArgs", "DeploymentOptions", "Limits", "RankerBatching", "COMPONENTS"]
+
+COMPONENTS = ("ranker", "fuser", "ingress")
+_STRICT = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DeploymentOptions(BaseModel):
+    """Ray Serve options of one deployment (None: the builder's default for that component)."""
+
+    model_config = _STRICT
+    num_replicas: Optional[int | str] = Field(None, description="A fixed count, or 'auto' for default autoscaling.")
+    autoscaling_config: Optional[dict[str, Any]] = Field(None, description="Serve autoscaling config (min/max_replicas, target_ongoing_requests, upscale_delay_s...).")
+    ray_actor_options: Optional[dict[str, Any]] = Field(None, description="num_cpus, num_gpus (fractions allowed), memory, runtime_env...")
+    max_ongoing_requests: Optional[int] = Field(None, ge=1, description="Concurrent requests per replica.")
+    max_queued_requests: Optional[int] = Field(None, ge=-1, description="Requests waiting per handle before back-pressure (-1: unbounded).")
+    health_check_period_s: Optional[float] = Field(None, gt=0)
+    health_check_timeout_s: Optional[float] = Field(None, gt=0)
+    graceful_shutdown_timeout_s: Optional[float] = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_scaling_mode(self) -> "DeploymentOptions":
+        if self.autoscaling_config is not None and isinstance(self.num_replicas, int):
+            raise ValueError("set either num_replicas (a count) or autoscaling_config, not both")
+        return self
+
+    def serve_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class RankerBatching(BaseModel):
+    """How the ranker deployment batches rank/compare calls across concurrent requests."""
+
+    model_config = _STRICT
+    max_batch_size: int = Field(16, ge=1, description="Most requests scored together.")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
+
+
+class Limits(BaseModel):
+    """Request limits enforced by the ingress (400 when exceeded)."""
+
+    model_config = _STRICT
+    max_prompt_chars: int = Field(32_000, ge=1, description="Total characters over all messages.")
+    max_messages: int = Field(64, ge=1)
+    max_tokens: int = Field(2048, ge=1, description="Largest max_tokens a request may ask for.")
+    max_candidates: int = Field(32, ge=2, description="Most candidates a /v1/rank or /v1/fuse call may send.")
+    max_deadline_s: float = Field(600.0, gt=0, description="Largest per-model deadline a request may set.")
+
+
+class AppArgs(BaseModel):
+    """Everything ``build_app`` needs; see serve_config.yaml for a full example."""
+
+    model_config = _STRICT
+    ensemble: BlenderConfig
+    deployments: dict[str, DeploymentOptions] = Field(default_factory=dict, description="Per-deployment Serve options, keyed by base-model name or 'ranker' / 'fuser' / 'ingress'.")
+    ranker_batching: RankerBatching = Field(default_factory=RankerBatching)
+    limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="after")
+    def _known_deployments(self) -> "AppArgs":
+        known = {g.name for g in self.ensemble.generators} | set(COMPONENTS)
+        unknown = sorted(set(self.deployments) - known)
+        if unknown:
+            raise ValueError(f"deployments has options for unknown components {unknown}; known: {sorted(known)}")
+        if "fuser" in self.deployments and self.ensemble.fuser is None:
+            raise ValueError("deployments.fuser is set but the ensemble has no fuser")
+        return self
+
+    def options_for(self, name: str) -> DeploymentOptions:
+        return self.deployments.get(name, DeploymentOptions())

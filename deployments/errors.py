@@ -1,0 +1,78 @@
+"""One place that turns any failure into an OpenAI-style error body and an HTTP status.
+
+400 bad input, 404 unknown model, 504 deadline, 429 overloaded (with Retry-After), 503 not enough
+candidates / a component unavailable, 500 only for bugs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from blender_serve.errors import (
+    BlenderError,
+    CheckpointError,
+    DeadlineExceededError,
+    GenerationError,
+    InvalidInputError,
+    NotEnoughCandidatesError,
+    OverloadedError,
+    UnknownModelError,
+)
+
+__all__ = ["error_status", "error_body", "to_http_error"]
+
+logger = logging.getLogger("blender_serve.http")
+
+_TYPES = {400: "invalid_request_error", 404: "not_found_error", 408: "timeout_error", 429: "rate_limit_error",
+          503: "service_unavailable", 504: "timeout_error", 500: "internal_error"}
+
+
+def error_body(status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None,
+               extra: Optional[dict] = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"message": message, "type": _TYPES.get(status, "error"), "param": param, "code": code or str(status)}
+    if extra:
+        err.update(extra)
+    return {"error": err}
+
+
+def _overload_types() -> tuple[type, ...]:
+    try:
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+        return (BackPressureError, DeploymentUnavailableError)
+    except ImportError:  # pragma: no cover - deployments always run with ray
+        return ()
+
+
+def error_status(exc: BaseException) -> int:
+    if isinstance(exc, (InvalidInputError,)):
+        return 400
+    if isinstance(exc, UnknownModelError):
+        return 404
+    if isinstance(exc, DeadlineExceededError):
+        return 504
+    if isinstance(exc, OverloadedError):
+        return 429
+    if isinstance(exc, (NotEnoughCandidatesError, GenerationError, CheckpointError)):
+        return 503
+    if isinstance(exc, _overload_types()):
+        return 503
+    return 500
+
+
+def to_http_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, body, headers) for an exception raised while serving a request."""
+    status = error_status(exc)
+    headers: dict[str, str] = {}
+    extra = None
+    if isinstance(exc, NotEnoughCandidatesError):
+        extra = {"errors": exc.errors}
+    if status in (429, 503):
+        headers["Retry-After"] = str(int(max(1, round(getattr(exc, "retry_after_s", 1)))))
+    if status == 500:
+        logger.exception("unexpected error while serving a request", exc_info=exc)
+        message = f"internal error ({type(exc).__name__}); this is a bug, please report it"
+    else:
+        message = str(exc) if isinstance(exc, BlenderError) else f"{type(exc).__name__}: {exc}"
+    return status, error_body(status, message, extra=extra), headers

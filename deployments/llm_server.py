@@ -1,0 +1,41 @@
+"""One base LLM as a deployment: a thin shim around one blender_serve generator."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Optional
+
+from blender_serve.config import GeneratorConfig
+from blender_serve.generators import build_generator
+from blender_serve.types import ChatMessage, Generation, GenerationChunk, SamplingParams
+
+__all__ = ["LLMServer"]
+
+
+class LLMServer:
+    """Serves ``generate`` and ``stream`` for one base model (any backend: vllm, transformers, openai, scripted)."""
+
+    async def __init__(self, config: dict[str, Any]):
+        self.config = GeneratorConfig.model_validate(config)
+        self.generator = build_generator(self.config)
+        await self.generator.start()  # load before the replica reports ready
+
+    @classmethod
+    def default_options(cls, config: GeneratorConfig) -> dict[str, Any]:
+        """Serve defaults for this backend; serve_config.yaml overrides any of them."""
+        gpu = config.backend == "vllm" or str(config.options.get("device", "")).startswith("cuda")
+        return {
+            "ray_actor_options": {"num_cpus": 0.1, **({"num_gpus": 1} if gpu else {})},
+            "max_ongoing_requests": 64 if config.backend in ("vllm", "openai", "scripted") else 4,
+            "health_check_period_s": 10.0,
+        }
+
+    async def generate(self, messages: list[ChatMessage], sampling: Optional[SamplingParams] = None) -> Generation:
+        return await self.generator.generate(messages, sampling)
+
+    async def stream(self, messages: list[ChatMessage], sampling: Optional[SamplingParams] = None) -> AsyncIterator[GenerationChunk]:
+        async for chunk in self.generator.stream(messages, sampling):
+            yield chunk
+
+    async def check_health(self) -> None:
+        if not self.generator.started:
+            raise RuntimeError(f"generator {self.config.name!r} is not started")

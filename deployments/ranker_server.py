@@ -1,0 +1,93 @@
+"""The PairRanker as a deployment: rank and compare calls from concurrent requests are batched
+(``@serve.batch``) into shared forward passes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional, Sequence
+
+from ray import serve
+
+from blender_serve.config import RankerConfig
+from blender_serve.errors import BlenderError
+from blender_serve.types import RankResult
+
+__all__ = ["RankerServer"]
+
+
+class RankerServer:
+    async def __init__(self, config: dict[str, Any], max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005):
+        from blender_serve.ranker import PairRanker
+
+        self.config = RankerConfig.model_validate(config)
+        self.ranker = await asyncio.to_thread(PairRanker.from_config, self.config)
+        for method in (self._rank_batch, self._compare_batch):
+            method.set_max_batch_size(max_batch_size)
+            method.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @classmethod
+    def default_options(cls, config: RankerConfig) -> dict[str, Any]:
+        gpu = str(config.device).startswith("cuda")
+        return {"ray_actor_options": {"num_cpus": 0.1, **({"num_gpus": 0.25} if gpu else {})},
+                "max_ongoing_requests": 64, "health_check_period_s": 10.0}
+
+    async def rank(self, source: str, candidates: Sequence[str], strategy: Optional[str] = None,
+                   top_k: Optional[int] = None) -> RankResult:
+        out = await self._rank_batch((source, list(candidates), strategy or self.config.strategy, top_k))
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    async def compare(self, source: str, candidate_a: str, candidate_b: str, mode: str = "both") -> float:
+        out = await self._compare_batch((source, candidate_a, candidate_b, mode))
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _rank_batch(self, jobs: list[tuple]) -> list:
+        return await asyncio.to_thread(self._rank_jobs, jobs)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _compare_batch(self, jobs: list[tuple]) -> list:
+        return await asyncio.to_thread(self._compare_jobs, jobs)
+
+    def _rank_jobs(self, jobs: list[tuple]) -> list:
+        """One rank_batch per (strategy, top_k) group; a bad job fails alone, not its batch-mates."""
+        results: list = [None] * len(jobs)
+        groups: dict[tuple, list[int]] = {}
+        for k, (_, _, strategy, top_k) in enumerate(jobs):
+            groups.setdefault((strategy, top_k), []).append(k)
+        for (strategy, top_k), idx in groups.items():
+            try:
+                outs = self.ranker.rank_batch([jobs[k][0] for k in idx], [jobs[k][1] for k in idx], strategy=strategy, top_k=top_k)
+            except BlenderError:
+                outs = [self._one(lambda k=k: self.ranker.rank(jobs[k][0], jobs[k][1], strategy, top_k)) for k in idx]
+            for k, out in zip(idx, outs):
+                results[k] = out
+        return results
+
+    def _compare_jobs(self, jobs: list[tuple]) -> list:
+        results: list = [None] * len(jobs)
+        groups: dict[str, list[int]] = {}
+        for k, job in enumerate(jobs):
+            groups.setdefault(job[3], []).append(k)
+        for mode, idx in groups.items():
+            try:
+                outs = self.ranker.compare_batch(*[[jobs[k][f] for k in idx] for f in range(3)], mode=mode)
+            except BlenderError:
+                outs = [self._one(lambda k=k: self.ranker.compare(*jobs[k])) for k in idx]
+            for k, out in zip(idx, outs):
+                results[k] = out
+        return results
+
+    @staticmethod
+    def _one(call):
+        try:
+            return call()
+        except BlenderError as exc:
+            return exc
+
+    async def check_health(self) -> None:
+        if self.ranker is None:
+            raise RuntimeError("ranker not loaded")

@@ -1,0 +1,80 @@
+"""The served ensemble through the official openai client, over real HTTP on a real local cluster."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.serve
+
+
+@pytest.fixture(scope="module")
+def client(blender_app):
+    return openai.OpenAI(base_url=f"{blender_app}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_models_lists_the_ensemble_and_every_base_model(client):
+    ids = {m.id for m in client.models.list().data}
+    assert ids == {"blender", "alpha", "beta", "broken", "slow"}
+
+
+def test_chat_completion_with_provenance(client):
+    resp = client.chat.completions.create(model="blender", messages=[{"role": "user", "content": "Why is the sky blue?"}])
+    assert resp.object == "chat.completion" and resp.choices[0].message.content
+    prov = resp.model_extra["blender"]
+    models = [c["model"] for c in prov["candidates"]]
+    assert sorted(models) == ["alpha", "beta"]
+    assert [c["rank"] for c in prov["candidates"]] == [1, 2]
+    assert prov["fused"] is True and sorted(prov["chosen"]) == ["alpha", "beta"]
+    assert "simulated outage" in prov["errors"]["broken"] and "deadline" in prov["errors"]["slow"]
+    assert set(prov["timings"]) >= {"generate_s", "rank_s", "fuse_s", "total_s"}
+    per_model = sum(c["usage"]["completion_tokens"] for c in prov["candidates"])
+    assert resp.usage.completion_tokens > per_model  # + the fuser's tokens
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+
+
+def test_chat_completion_streams_sse_chunks(client):
+    stream = client.chat.completions.create(model="blender", stream=True, stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": "Name a colour"}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text and finishes == ["stop"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    final = [c for c in chunks if c.model_extra.get("blender")]
+    assert final and final[0].model_extra["blender"]["fused"] is True
+
+
+def test_single_model_pass_through(client):
+    resp = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "ping"}])
+    assert resp.choices[0].message.content == "alpha says: ping"
+    assert "blender" not in (resp.model_extra or {})
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="beta", stream=True, messages=[{"role": "user", "content": "ping"}]) if c.choices]
+    assert "".join(pieces) == "beta gives a longer answer about ping"
+
+
+def test_completions_route(client):
+    resp = client.completions.create(model="blender", prompt="Say hi", extra_body={"blender": {"fusion": "never"}})
+    assert resp.choices[0].text in ("alpha says: Say hi", "beta gives a longer answer about Say hi")
+
+
+def test_ensemble_options_in_the_extension_field(client):
+    resp = client.chat.completions.create(model="blender", messages=[{"role": "user", "content": "hi"}],
+                                          extra_body={"blender": {"models": ["alpha", "beta"], "fusion": "never", "strategy": "bubble"}})
+    prov = resp.model_extra["blender"]
+    assert prov["fused"] is False and prov["strategy"] == "bubble" and prov["errors"] == {}
+    assert resp.choices[0].message.content == prov["candidates"][0]["text"]
+
+
+def test_too_few_candidates_is_503_with_retry_after(blender_app):
+    r = httpx.post(f"{blender_app}/v1/chat/completions", timeout=30, json={
+        "model": "blender", "messages": [{"role": "user", "content": "hi"}], "blender": {"models": ["broken"]}})
+    assert r.status_code == 503 and r.headers.get("retry-after")
+    assert "simulated outage" in r.json()["error"]["errors"]["broken"]
+
+
+def test_health(blender_app):
+    r = httpx.get(f"{blender_app}/health", timeout=10)
+    assert r.status_code == 200 and r.json()["status"] == "ok"
