@@ -2,7 +2,7 @@
 
 The ranker is a DeBERTa-v2 the size of deberta-v3-xsmall (12 layers, hidden 384; random weights:
 speed does not depend on them) saved in the original PairRM layout, so both implementations load
-the same files. Candidates are ~120-token answers to one ~40-token question, as in MixInstruct.
+the same files. Candidates are 40-110-token answers to one ~25-token question (short chat answers).
 
     python benchmarks/rank_latency.py [--repeats 5] [--threads 2] [--no-reference]
 
@@ -42,7 +42,7 @@ def build_small_ranker(directory: Path) -> Path:
 def workload(n: int = 12):
     words = "the model answers with a detailed explanation of the question and some extra words".split()
     source = "Explain in a few sentences why the sky looks blue during the day but red at sunset, please."
-    cands = [" ".join(words[(k + i) % len(words)] for i in range(60 + 5 * k)) for k in range(n)]
+    cands = [" ".join(words[(k + i) % len(words)] for i in range(30 + 6 * k)) for k in range(n)]
     return source, cands
 
 
@@ -58,7 +58,7 @@ def timed(fn, repeats: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-reference", action="store_true")

@@ -1,23 +1,16 @@
-"""The ``blender-serve`` command.
-
-    blender-serve demo [--prompt TEXT] [--max-tokens N] [--no-fuse] [--json]
-        Run the ensemble in-process on the small real CPU models (see blender_serve.demo) and
-        print the candidates, their ranking and the final answer.
-"""
+"""The in-process demo and result printing used by the ``blender-serve`` command (deployments.cli)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
 import time
-from typing import Optional, Sequence
 
-__all__ = ["main"]
+__all__ = ["run_demo", "print_result"]
 
 
-def _print_result(prompt: str, result, load_s: float) -> None:
+def print_result(prompt: str, result, load_s: float) -> None:
     print(f"\nprompt: {prompt}\n")
     print(f"candidates (ranked by {result.strategy}):")
     for c in result.candidates:
@@ -48,26 +41,10 @@ async def _demo(prompt: str, max_tokens: int, fuse: bool, as_json: bool) -> int:
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
-        _print_result(prompt, result, load_s)
+        print_result(prompt, result, load_s)
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="blender-serve", description="LLM-Blender ensembles, served.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the ensemble in-process on small real CPU models")
-    demo.add_argument("--prompt", default="What is the capital of France, and what is it famous for?")
-    demo.add_argument("--max-tokens", type=int, default=64)
-    demo.add_argument("--no-fuse", action="store_true", help="return the top-ranked candidate, skip fusion")
-    demo.add_argument("--json", action="store_true", help="print the whole BlendResult as JSON")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        import torch
-
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        return asyncio.run(_demo(args.prompt, args.max_tokens, not args.no_fuse, args.json))
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run_demo(prompt: str, max_tokens: int = 64, fuse: bool = True, as_json: bool = False) -> int:
+    """Run the in-process demo ensemble once and print its result."""
+    return asyncio.run(_demo(prompt, max_tokens, fuse, as_json))

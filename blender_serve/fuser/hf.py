@@ -65,6 +65,9 @@ def load_pretrained(auto_class, path: str, device: str, dtype: str, device_map: 
     from packaging.version import Version
     from transformers import AutoTokenizer
 
+    from blender_serve.local_models import resolve_model_path
+
+    path = resolve_model_path(path)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device, half="bfloat16")
     # transformers renamed torch_dtype to dtype in 4.56 and warns on the old name.

@@ -105,11 +105,14 @@ class TransformersGenerator(Generator):
         common: dict[str, Any] = {"trust_remote_code": o.trust_remote_code, "revision": o.revision}
         if o.gguf_file:
             common["gguf_file"] = o.gguf_file
-        tokenizer = AutoTokenizer.from_pretrained(self.config.model, **common)
+        from blender_serve.local_models import resolve_model_path
+
+        model_path = resolve_model_path(self.config.model)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, **common)
         kwargs: dict[str, Any] = dict(common, dtype=dtype)
         if o.device_map is not None:
             kwargs["device_map"] = o.device_map
-        model = AutoModelForCausalLM.from_pretrained(self.config.model, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
         if device is not None:
             model.to(device)
         model.eval()

@@ -65,7 +65,7 @@ class VLLMGenerator(Generator):
         """The AsyncEngineArgs keyword arguments this generator starts the engine with."""
         o = self.options
         kwargs: dict[str, Any] = {
-            "model": self.config.model,
+            "model": _resolve(self.config.model),
             "dtype": o.dtype,
             "enforce_eager": o.enforce_eager,
             "tensor_parallel_size": o.tensor_parallel_size,
@@ -153,3 +153,9 @@ class VLLMGenerator(Generator):
             stop=list(params.stop) or None,
             output_kind=RequestOutputKind.DELTA,
         )
+
+
+def _resolve(model: str) -> str:
+    from blender_serve.local_models import resolve_model_path
+
+    return resolve_model_path(model)

@@ -53,6 +53,9 @@ def resolve_checkpoint_dir(path_or_id: str | os.PathLike) -> Path:
     (The hub path is for real deployments; nothing here is tested against the hub, which these
     machines cannot reach.)
     """
+    from blender_serve.local_models import resolve_model_path
+
+    path_or_id = resolve_model_path(str(path_or_id))
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
