@@ -23,6 +23,7 @@ from blender_serve.pipeline import Blender
 from blender_serve.types import BlendResult, ChatMessage, SamplingParams
 from deployments.config import AppArgs
 from deployments.errors import error_body, to_http_error
+from deployments.metrics import BlendMetrics
 from deployments.protocol import (
     BlendRequest, ChatCompletionRequest, CompareRequest, CompareResponse, CompletionRequest, FuseRequest,
     FuseResponse, ModelCard, ModelList, RankRequest, RankResponse, chat_chunk, chat_completion, new_id,
@@ -68,6 +69,16 @@ class Ingress:
         self.fuser = RemoteFuser(fuser) if fuser is not None else None
         self.blender = Blender(self.ensemble, ranker=self.ranker, fuser=self.fuser,
                                generators={name: RemoteGenerator(name, h) for name, h in llms.items()})
+        self.metrics = BlendMetrics()
+
+    async def _blend(self, messages, options, sampling) -> BlendResult:
+        try:
+            result = await self.blender.blend(messages, options, sampling)
+        except Exception as exc:
+            self.metrics.failed(type(exc).__name__)
+            raise
+        self.metrics.record(result)
+        return result
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:
@@ -133,7 +144,7 @@ class Ingress:
             finish = gen.finish_reason or "stop"
             return (chat_completion(body.model, gen.text, gen.usage, finish, request_id=rid) if chat
                     else text_completion(body.model, gen.text, gen.usage, finish))
-        result = await self.blender.blend(messages, body.blender, sampling)
+        result = await self._blend(messages, body.blender, sampling)
         logger.info("%s answered: fused=%s models=%s errors=%s", rid, result.fused, [c.model for c in result.candidates], list(result.errors))
         return (chat_completion(body.model, result.text, result.usage, "stop", result, request_id=rid) if chat
                 else text_completion(body.model, result.text, result.usage, "stop", result))
@@ -150,6 +161,7 @@ class Ingress:
         stream = self.blender.stream(messages, body.blender, sampling)
         async for piece in stream:
             yield "text", piece
+        self.metrics.record(stream.result)
         yield "result", stream.result
 
     async def _sse_response(self, rid: str, model: str, events: AsyncIterator[tuple[str, Any]], include_usage: bool):
@@ -221,7 +233,7 @@ class Ingress:
         """Run the ensemble on a BlendRequest (messages, options, sampling); returns a BlendResult."""
         req = BlendRequest.model_validate(request)
         self._check_limits(req.messages, req.sampling, req.options)
-        return await self.blender.blend(req.messages, req.options, req.sampling)
+        return await self._blend(req.messages, req.options, req.sampling)
 
     async def rank(self, request: Union[RankRequest, dict]) -> RankResponse:
         """Rank caller-supplied candidates (the ranker as a service)."""

@@ -60,3 +60,9 @@ def test_validate_command_fails_on_a_bad_file(tmp_path):
     bad.write_text("applications:\n  - name: x\n    import_path: deployments.builder:build_app\n    args: {ensemble: {generators: []}}\n")
     out = _cli("validate", str(bad))
     assert out.returncode == 1 and "INVALID" in out.stderr
+
+
+def test_kuberay_manifest_carries_serve_config_verbatim():
+    manifest = yaml.safe_load((ROOT / "deploy" / "kuberay-rayservice.yaml").read_text())
+    assert manifest["kind"] == "RayService"
+    assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == yaml.safe_load((ROOT / "serve_config.yaml").read_text())

@@ -25,8 +25,9 @@ def ray_cluster(tmp_path_factory):
 
     temp_dir = tmp_path_factory.mktemp("ray")
     port = free_port()
+    os.environ["BLENDER_TEST_METRICS_PORT"] = str(free_port())
     ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(temp_dir), namespace="blender-serve-tests",
-             log_to_driver=False)
+             log_to_driver=False, _metrics_export_port=int(os.environ["BLENDER_TEST_METRICS_PORT"]))
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()

@@ -1,0 +1,65 @@
+"""`serve run` of a config file as a subprocess: queried over HTTP, shut down cleanly by SIGINT."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from conftest import app_args, free_port
+
+pytestmark = pytest.mark.serve
+
+
+def test_serve_run_config_subprocess(tmp_path, pairrm_original, gen_fuser_dir):
+    port = free_port()
+    args = app_args(pairrm_original, gen_fuser_dir, generators=[
+        {"name": "one", "backend": "scripted", "options": {"template": "one: {prompt}"}},
+        {"name": "two", "backend": "scripted", "options": {"template": "two says {prompt}"}},
+    ])
+    for name in ("one", "two", "ranker", "fuser"):
+        args["deployments"][name] = {"ray_actor_options": {"num_cpus": 0}}
+    config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
+              "applications": [{"name": "blender", "route_prefix": "/", "import_path": "deployments.builder:build_app", "args": args}]}
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ray_tmp = tempfile.mkdtemp(prefix="bsr-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    serve_bin = Path(sys.executable).parent / "serve"
+    # A fresh session of its own, so SIGINT reaches serve run and not this test.
+    proc = subprocess.Popen([str(serve_bin), "run", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail("serve run did not become ready in 180 s")
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
+                       json={"model": "blender", "messages": [{"role": "user", "content": "hello"}]})
+        assert r.status_code == 200 and sorted(c["model"] for c in r.json()["blender"]["candidates"]) == ["one", "two"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode in (0, -signal.SIGINT, 130), proc.returncode
