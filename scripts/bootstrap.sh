@@ -12,12 +12,8 @@ if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ]; then
     exit 0
 fi
 start=$(date +%s)
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip_install() {
-    # This machine's pip config names local index folders that may be absent; drop that noise only.
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" \
-        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-}
+# shellcheck source=venv_lib.sh
+source "$ROOT/scripts/venv_lib.sh"
 if ! command -v nvidia-smi >/dev/null 2>&1; then
     pip_install "torch==2.13.0"
 fi

