@@ -121,3 +121,14 @@ def test_bad_checkpoints(tmp_path, deberta_backbone):
     # A plain backbone is not a ranker: no head, no prefix tokens in its embeddings.
     with pytest.raises(CheckpointError):
         PairRanker.from_pretrained(deberta_backbone)
+
+
+def test_batches_respect_rows_and_padded_token_budget(pairrm_original):
+    r = PairRanker.from_pretrained(pairrm_original, device="cpu", batch_size=3, max_batch_tokens=100)
+    lengths = [10, 20, 30, 30, 40, 60, 90, 120]
+    batches = list(r._batches(list(range(len(lengths))), lengths))
+    assert [i for b in batches for i in b] == list(range(len(lengths)))  # every pair once, in order
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 100)
+    # One pair longer than the budget still gets its own pass.
+    assert batches[-1] == [7]
