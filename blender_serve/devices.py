@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 from blender_serve.errors import InvalidInputError
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = ["resolve_device", "resolve_dtype", "MODEL_LOAD_LOCK"]
+
+# transformers' from_pretrained is not thread-safe: it patches module construction globally (meta
+# device init), so two loads in two threads of one process corrupt each other ("Cannot copy out of
+# meta tensor"). Every loader in blender_serve holds this lock; loads in separate processes (Ray
+# replicas) are unaffected.
+MODEL_LOAD_LOCK = threading.RLock()
 
 _DTYPES = ("float32", "float16", "bfloat16")
 

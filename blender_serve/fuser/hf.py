@@ -77,7 +77,10 @@ def load_pretrained(auto_class, path: str, device: str, dtype: str, device_map: 
         kwargs["device_map"] = device_map
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = auto_class.from_pretrained(path, **kwargs)
+        from blender_serve.devices import MODEL_LOAD_LOCK
+
+        with MODEL_LOAD_LOCK:
+            model = auto_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(
             f"cannot load {path!r} as {auto_class.__name__} + tokenizer ({e}); pass a local directory "

@@ -112,7 +112,10 @@ class TransformersGenerator(Generator):
         kwargs: dict[str, Any] = dict(common, dtype=dtype)
         if o.device_map is not None:
             kwargs["device_map"] = o.device_map
-        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+        from blender_serve.devices import MODEL_LOAD_LOCK
+
+        with MODEL_LOAD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
         if device is not None:
             model.to(device)
         model.eval()

@@ -113,7 +113,10 @@ class PairRanker:
             )
         config = ckpt.backbone_config
         config.vocab_size = vocab
-        backbone = AutoModel.from_config(config)
+        from blender_serve.devices import MODEL_LOAD_LOCK
+
+        with MODEL_LOAD_LOCK:
+            backbone = AutoModel.from_config(config)
         from blender_serve.ranker.model import PairRankerModel
 
         model = PairRankerModel(backbone, n_tasks=ckpt.ranker_config["n_tasks"], drop_out=ckpt.ranker_config["drop_out"])
