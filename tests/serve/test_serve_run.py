@@ -15,21 +15,20 @@ import httpx
 import pytest
 import yaml
 
-from conftest import app_args, free_port
+from conftest import free_port
 
 pytestmark = pytest.mark.serve
 
 
-def test_serve_run_config_subprocess(tmp_path, pairrm_original, gen_fuser_dir):
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_serve_run_cpu_config_subprocess(tmp_path):
+    """configs/cpu.yaml as shipped (real SmolLM2 x3, MiniLM ranker, SmolLM2 fuser), on a free port."""
     port = free_port()
-    args = app_args(pairrm_original, gen_fuser_dir, generators=[
-        {"name": "one", "backend": "scripted", "options": {"template": "one: {prompt}"}},
-        {"name": "two", "backend": "scripted", "options": {"template": "two says {prompt}"}},
-    ])
-    for name in ("one", "two", "ranker", "fuser"):
-        args["deployments"][name] = {"ray_actor_options": {"num_cpus": 0}}
-    config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
-              "applications": [{"name": "blender", "route_prefix": "/", "import_path": "deployments.builder:build_app", "args": args}]}
+    config = yaml.safe_load((ROOT / "configs" / "cpu.yaml").read_text())
+    config["http_options"]["port"] = port
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     ray_tmp = tempfile.mkdtemp(prefix="bsr-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
@@ -39,7 +38,7 @@ def test_serve_run_config_subprocess(tmp_path, pairrm_original, gen_fuser_dir):
     proc = subprocess.Popen([str(serve_bin), "run", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, text=True)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stdout.read()
             try:
@@ -49,10 +48,14 @@ def test_serve_run_config_subprocess(tmp_path, pairrm_original, gen_fuser_dir):
                 pass
             time.sleep(1)
         else:
-            pytest.fail("serve run did not become ready in 180 s")
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
-                       json={"model": "blender", "messages": [{"role": "user", "content": "hello"}]})
-        assert r.status_code == 200 and sorted(c["model"] for c in r.json()["blender"]["candidates"]) == ["one", "two"]
+            pytest.fail("serve run did not become ready in 300 s")
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=300,
+                       json={"model": "blender", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                             "max_tokens": 24})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert sorted(c["model"] for c in body["blender"]["candidates"]) == ["smol-concise", "smol-creative", "smol-greedy"]
+        assert body["blender"]["fused"] and body["choices"][0]["message"]["content"].strip()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
