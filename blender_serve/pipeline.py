@@ -183,7 +183,7 @@ class Blender:
             if isinstance(out, InvalidInputError):
                 raise out  # the request is bad for every model; don't dress it up as a model failure
             if isinstance(out, BaseException):
-                if not isinstance(out, (BlenderError, Exception)):
+                if not isinstance(out, Exception):
                     raise out  # CancelledError and friends
                 errors[name] = f"{type(out).__name__}: {out}"
                 logger.warning("base model %s dropped: %s", name, errors[name])

@@ -46,7 +46,7 @@ def _overload_types() -> tuple[type, ...]:
 
 
 def error_status(exc: BaseException) -> int:
-    if isinstance(exc, (InvalidInputError,)):
+    if isinstance(exc, InvalidInputError):
         return 400
     if isinstance(exc, UnknownModelError):
         return 404
