@@ -20,14 +20,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def build_small_ranker(directory: Path) -> Path:
     import torch
     from transformers import DebertaV2Model
 
-    import tiny_models
+    from blender_serve.testing import tiny_models
 
     tokenizer = tiny_models.deberta_tokenizer()
     config = tiny_models.deberta_config(len(tokenizer), hidden=384, layers=12, heads=6)
@@ -80,7 +79,7 @@ def main() -> None:
             rows.append({"impl": "blender_serve", "strategy": strategy, "pairs": ranker.rank(source, cands, strategy=strategy).num_forward_pairs,
                          "median_s": statistics.median(times), "min_s": min(times)})
         if not args.no_reference:
-            from reference_shim import import_reference
+            from blender_serve.testing.reference import import_reference
 
             import_reference()
             from llm_blender.blender.blender import Blender

@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def scripted_args(tmp: Path) -> dict:
-    import tiny_models
+    from blender_serve.testing import tiny_models
 
     backbone = tiny_models.build_deberta_backbone(tmp / "bb")
     ranker = tiny_models.build_pairrm_original(tmp / "ranker", backbone)
@@ -70,8 +69,7 @@ def main() -> None:
     import yaml
     from ray import serve
 
-    sys.path.insert(0, str(ROOT / "tests" / "serve"))
-    from conftest import free_port
+    from blender_serve.testing.apps import free_port
 
     from deployments.builder import build_app
     from deployments.protocol import BlendRequest

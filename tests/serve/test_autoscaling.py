@@ -8,9 +8,7 @@ import time
 import httpx
 import pytest
 
-from conftest import app_args
-
-pytestmark = pytest.mark.serve
+from blender_serve.testing.apps import scripted_app_args
 
 
 def _running(app: str, deployment: str) -> int:
@@ -26,7 +24,7 @@ def scaling_app(ray_cluster, pairrm_original, gen_fuser_dir):
 
     from deployments.builder import build_app
 
-    args = app_args(pairrm_original, gen_fuser_dir, generators=[
+    args = scripted_app_args(pairrm_original, gen_fuser_dir, generators=[
         {"name": "slowpoke", "backend": "scripted", "options": {"template": "slow answer", "latency_s": 1.0}},
         {"name": "quick", "backend": "scripted", "options": {"template": "quick answer"}},
     ], fusion="never")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-pytestmark = pytest.mark.serve
 
 MSG = [{"role": "user", "content": "hi"}]
 CHAT = "/v1/chat/completions"

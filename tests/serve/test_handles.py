@@ -7,8 +7,6 @@ import pytest
 from blender_serve.errors import InvalidInputError
 from blender_serve.types import BlendResult, ChatMessage
 
-pytestmark = pytest.mark.serve
-
 
 @pytest.fixture(scope="module")
 def handle(blender_app):

@@ -8,8 +8,6 @@ import time
 import httpx
 import pytest
 
-pytestmark = pytest.mark.serve
-
 
 def test_stage_histograms_and_model_counters_are_exported(blender_app):
     r = httpx.post(f"{blender_app}/v1/chat/completions", timeout=60,

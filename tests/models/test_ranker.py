@@ -9,7 +9,6 @@ from blender_serve.config import RankerConfig
 from blender_serve.errors import CheckpointError, InvalidInputError, UnknownStrategyError
 from blender_serve.ranker import PairRanker
 
-pytestmark = pytest.mark.models
 
 SOURCE = "Which answer is best?"
 CANDS = ["first answer", "a second, longer answer with more words", "third", "the fourth one", "5"]

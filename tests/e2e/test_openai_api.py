@@ -6,8 +6,6 @@ import httpx
 import openai
 import pytest
 
-pytestmark = pytest.mark.serve
-
 
 @pytest.fixture(scope="module")
 def client(blender_app):

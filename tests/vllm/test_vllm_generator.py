@@ -10,7 +10,6 @@ import pytest
 from blender_serve import GenerationError
 from blender_serve.generators import build_generator
 
-pytestmark = pytest.mark.vllm
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -13,7 +13,7 @@ from blender_serve.config import BlenderConfig
 from blender_serve.demo import demo_config
 from deployments.builder import validate_args, validate_config_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args):

@@ -1,4 +1,4 @@
-"""Import the reference implementation (llm-blender 0.0.2) on transformers 5, as a test oracle only.
+"""The reference implementation (llm-blender 0.0.2), importable on transformers 5, as a test oracle only.
 
 llm-blender 0.0.2 imports two names that transformers 5 removed; this restores them before import.
 """

@@ -60,9 +60,6 @@ def tiny_gen(causal_lm_dir):
     run(gen.close())
 
 
-pytestmark = pytest.mark.models
-
-
 def test_generate_matches_plain_transformers(tiny_gen, oracle):
     prompt, new, text = oracle(USER)
     out = run(tiny_gen.generate(USER))

@@ -7,9 +7,8 @@ import pytest
 
 from blender_serve import compat
 from blender_serve.errors import BlenderError, InvalidInputError
-from reference_shim import import_reference
+from blender_serve.testing.reference import import_reference
 
-pytestmark = pytest.mark.models
 
 INPUTS = ["What is the capital of France?", "Write a haiku about rain."]
 INSTRUCTIONS = ["Answer briefly. ", ""]

@@ -20,8 +20,6 @@ from blender_serve import (
 )
 from blender_serve.pipeline import Blender
 
-pytestmark = pytest.mark.models
-
 
 def _scripted(name, template=None, **options):
     return {"name": name, "backend": "scripted", "options": {"template": template or f"{name} answers: {{prompt}}", **options}}
