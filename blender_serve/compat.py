@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from blender_serve.errors import BlenderError, InvalidInputError
+from blender_serve.ordering import order_from_scores, ranks_from_scores
 
 __all__ = ["Blender", "get_ranks_from_scores"]
 
@@ -36,8 +37,7 @@ def get_ranks_from_scores(scores: np.ndarray) -> np.ndarray:
     """Ranks (1 = best) from scores (higher is better); equal scores share the better rank. [n, c] -> [n, c]."""
     scores = np.asarray(scores, dtype=np.float64)
     flat = scores.reshape(1, -1) if scores.ndim == 1 else scores
-    ranks = np.array([[1 + int((row > v).sum()) for v in row] for row in flat], dtype=np.int32)
-    return ranks.reshape(scores.shape)
+    return np.array([ranks_from_scores(row) for row in flat], dtype=np.int32).reshape(scores.shape)
 
 
 def _sources(inputs: Sequence[str], instructions: Optional[Sequence[str]]) -> list[str]:
@@ -146,7 +146,7 @@ class Blender:
                       top_k: int = 3, **generate_kwargs):
         """(fused texts, ranks or scores): rank, keep each input's top_k, fuse them."""
         scores = self.rank(inputs, candidates, instructions=instructions, return_scores=True)
-        topk = [[cands[i] for i in np.argsort(-np.asarray(s), kind="stable")[:top_k]] for cands, s in zip(candidates, scores)]
+        topk = [[cands[i] for i in order_from_scores(s)[:top_k]] for cands, s in zip(candidates, scores)]
         fused = self.fuse(inputs, topk, instructions=instructions, batch_size=batch_size, **generate_kwargs)
         if return_scores:
             return fused, scores

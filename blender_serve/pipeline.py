@@ -25,6 +25,7 @@ from blender_serve.errors import (
     NotEnoughCandidatesError,
     UnknownModelError,
 )
+from blender_serve.ordering import order_from_scores
 from blender_serve.prompts import as_messages, ranker_source, split_messages
 from blender_serve.types import BlendResult, Candidate, ChatMessage, Generation, RankResult, SamplingParams, Usage
 
@@ -101,17 +102,11 @@ def assemble_result(generations: list[Generation], ranking: RankResult, top: lis
                     skipped: Optional[str], strategy: str, errors: dict[str, str], timings: dict[str, float],
                     extra_usage: Usage = Usage()) -> BlendResult:
     """The BlendResult of one request: candidates in rank order with scores, ranks and provenance."""
-    ranks = {idx: pos + 1 for pos, idx in enumerate(ranking.order)}
-    # rank_batch may cut order to top_k; rank the rest by score after it
-    rest = sorted((i for i in range(len(generations)) if i not in ranks), key=lambda i: -ranking.scores[i])
-    for i in rest:
-        ranks[i] = len(ranks) + 1
+    ranks = ranking.ranks
     chosen_set = set(top) if fused else set()
-    candidates = sorted(
-        (Candidate(model=g.model, text=g.text, score=ranking.scores[i], rank=ranks[i], chosen=i in chosen_set,
-                   usage=g.usage, latency_s=g.latency_s) for i, g in enumerate(generations)),
-        key=lambda c: c.rank,
-    )
+    candidates = [Candidate(model=generations[i].model, text=generations[i].text, score=ranking.scores[i], rank=ranks[i],
+                            chosen=i in chosen_set, usage=generations[i].usage, latency_s=generations[i].latency_s)
+                  for i in order_from_scores(ranking.scores)]
     usage = sum((g.usage for g in generations), Usage()) + extra_usage
     return BlendResult(text=text, fused=fused, fusion_skipped_reason=skipped, candidates=candidates,
                        chosen=[generations[i].model for i in top] if fused else [], strategy=strategy,

@@ -10,6 +10,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from blender_serve.ordering import ranks_from_scores
+
 __all__ = [
     "ChatMessage",
     "SamplingParams",
@@ -118,11 +120,11 @@ class RankResult(BaseModel):
 
     @property
     def ranks(self) -> list[int]:
-        """1-based rank of each candidate in input order (1 = best)."""
-        ranks = [0] * len(self.order)
-        for position, idx in enumerate(self.order):
-            ranks[idx] = position + 1
-        return ranks
+        """1-based rank of each candidate in input order (1 = best; equal scores share a rank).
+
+        Defined from ``scores``, so it stays whole when ``order`` was cut to a top-k.
+        """
+        return ranks_from_scores(self.scores)
 
     def top_k(self, k: Optional[int]) -> list[int]:
         return list(self.order if k is None else self.order[:k])

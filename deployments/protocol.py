@@ -134,11 +134,7 @@ class RankResponse(BaseModel):
 
     @classmethod
     def of(cls, r: RankResult) -> "RankResponse":
-        ranks = [0] * len(r.scores)
-        full = r.order + sorted((i for i in range(len(r.scores)) if i not in r.order), key=lambda i: -r.scores[i])
-        for pos, idx in enumerate(full):
-            ranks[idx] = pos + 1
-        return cls(order=r.order, scores=r.scores, ranks=ranks, strategy=r.strategy, matrix=r.matrix)
+        return cls(order=r.order, scores=r.scores, ranks=r.ranks, strategy=r.strategy, matrix=r.matrix)
 
 
 class CompareRequest(BaseModel):

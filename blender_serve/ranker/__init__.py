@@ -7,7 +7,6 @@ from blender_serve.ranker.aggregation import (
     get_strategy,
     max_logits_scores,
     max_wins_scores,
-    order_from_scores,
     register_strategy,
 )
 from blender_serve.ranker.checkpoint import PREFIX_TOKENS
@@ -15,5 +14,5 @@ from blender_serve.ranker.ranker import COMPARE_MODES, PairRanker
 
 __all__ = [
     "PairRanker", "COMPARE_MODES", "PREFIX_TOKENS", "STRATEGIES", "Ranking", "Strategy", "get_strategy",
-    "max_logits_scores", "max_wins_scores", "order_from_scores", "register_strategy",
+    "max_logits_scores", "max_wins_scores", "register_strategy",
 ]

@@ -18,6 +18,7 @@ from typing import Callable, Generator, Optional
 import numpy as np
 
 from blender_serve.errors import UnknownStrategyError
+from blender_serve.ordering import order_from_scores
 
 __all__ = [
     "Ranking",
@@ -27,7 +28,6 @@ __all__ = [
     "get_strategy",
     "max_logits_scores",
     "max_wins_scores",
-    "order_from_scores",
 ]
 
 Pairs = list[tuple[int, int]]
@@ -58,11 +58,6 @@ def max_wins_scores(M: np.ndarray) -> np.ndarray:
     of comparisons where c_i, placed right, made the left one lose. M: [n, n] -> [n]."""
     assert M.ndim == 2 and M.shape[0] == M.shape[1], f"expected a square matrix, got {M.shape}"
     return (M > 0).sum(axis=-1) + (M < 0).mean(axis=-2)
-
-
-def order_from_scores(scores: np.ndarray) -> list[int]:
-    """Indices by descending score; equal scores keep input order (stable), so results are deterministic."""
-    return [int(i) for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")]
 
 
 class Strategy:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from blender_serve.errors import InvalidInputError, UnknownStrategyError
-from blender_serve.ranker import STRATEGIES, get_strategy, max_logits_scores, max_wins_scores, order_from_scores
+from blender_serve.ordering import order_from_scores
+from blender_serve.ranker import STRATEGIES, get_strategy, max_logits_scores, max_wins_scores
 
 
 def _run(strategy_name: str, M: np.ndarray, seed: int = 0):
