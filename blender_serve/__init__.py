@@ -23,6 +23,7 @@ from blender_serve.types import (
     FusionOutput,
     Generation,
     GenerationChunk,
+    Provenance,
     RankResult,
     SamplingParams,
     Usage,
@@ -30,18 +31,20 @@ from blender_serve.types import (
 
 from blender_serve.fuser import Fuser, GenFuser, PromptedFuser, build_fuser
 from blender_serve.generators import GENERATORS, Generator, build_generator, register_generator
+from blender_serve.interfaces import FuserProtocol, GeneratorProtocol, RankerProtocol
 from blender_serve.pipeline import Blender, BlendStream
 from blender_serve.ranker import STRATEGIES, PairRanker, register_strategy
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Blender", "BlendStream", "PairRanker", "STRATEGIES", "register_strategy",
+    "Blender", "BlendStream", "GeneratorProtocol", "RankerProtocol", "FuserProtocol",
+    "PairRanker", "STRATEGIES", "register_strategy",
     "Fuser", "GenFuser", "PromptedFuser", "build_fuser",
     "Generator", "GENERATORS", "build_generator", "register_generator",
     "BlendOptions", "BlenderConfig", "FuserConfig", "GeneratorConfig", "RankerConfig",
     "BlenderError", "CheckpointError", "DeadlineExceededError", "GenerationError", "InvalidInputError",
     "NotEnoughCandidatesError", "OverloadedError", "UnknownModelError", "UnknownStrategyError",
     "BlendResult", "Candidate", "ChatMessage", "FusionOutput", "Generation", "GenerationChunk",
-    "RankResult", "SamplingParams", "Usage",
+    "Provenance", "RankResult", "SamplingParams", "Usage",
 ]

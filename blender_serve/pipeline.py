@@ -1,21 +1,24 @@
 """Blender: the LLM-Blender method in one process.
 
-generate (all selected base models at once, each under a deadline) -> rank (PairRanker) ->
-top-K -> fuse (GenFuser, or skipped) -> a BlendResult with provenance. A model that fails, times
-out or answers nothing is dropped from that request and reported in ``errors``; fewer than
-``min_candidates`` answers raise NotEnoughCandidatesError. A failing fuser degrades the request to
-the top-ranked answer (reported under ``errors["fuser"]``); it never loses the request.
-The Ray Serve layer runs these same steps with each component in its own deployment.
+One stage sequence, written once (``Blender._stages``) and consumed by both ``blend`` and
+``stream``: generate (all selected base models at once, each under a deadline) -> rank
+(PairRanker) -> decide on fusion -> fuse the top-K (GenFuser, bounded by the request's sampling
+settings; skipped on request or when the top candidate clearly leads) -> assemble a BlendResult
+with provenance. A model that fails, times out or answers nothing is dropped from that request and
+reported in ``errors``; fewer than ``min_candidates`` answers raise NotEnoughCandidatesError. A
+failing fuser degrades the request to the top-ranked answer (reported under ``errors["fuser"]``);
+it never loses the request. The pipeline talks to its components only through the Protocols of
+``blender_serve.interfaces``, so the Ray Serve ingress runs these same stages over deployment
+handles.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from typing import AsyncIterator, Optional, Sequence
-
-from pydantic import ValidationError
+from typing import AsyncIterator, Optional, Sequence, Union
 
 from blender_serve.config import BlendOptions, BlenderConfig, FuserConfig, RankerConfig
 from blender_serve.errors import (
@@ -24,12 +27,14 @@ from blender_serve.errors import (
     InvalidInputError,
     NotEnoughCandidatesError,
     UnknownModelError,
+    validated,
 )
+from blender_serve.interfaces import FuserProtocol, GeneratorProtocol, RankerProtocol
 from blender_serve.ordering import order_from_scores
 from blender_serve.prompts import as_messages, ranker_source, split_messages
 from blender_serve.types import BlendResult, Candidate, ChatMessage, Generation, RankResult, SamplingParams, Usage
 
-__all__ = ["Blender", "ResolvedOptions", "resolve_options", "decide_fusion", "assemble_result", "BlendStream"]
+__all__ = ["Blender", "BlendStream", "ResolvedOptions", "resolve_options", "decide_fusion", "assemble_result"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,25 +45,12 @@ class ResolvedOptions(BlendOptions):
     """BlendOptions with every field filled from the ensemble's defaults."""
 
 
-def _as_options(options: BlendOptions | dict | None) -> BlendOptions:
-    if options is None:
-        return BlendOptions()
-    if isinstance(options, BlendOptions):
-        return options
-    if isinstance(options, dict):
-        try:
-            return BlendOptions.model_validate(options)
-        except ValidationError as exc:
-            raise InvalidInputError(f"invalid blend options: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}; "
-                                    f"valid options: {', '.join(BlendOptions.model_fields)}") from None
-    raise InvalidInputError(f"options must be a BlendOptions or a dict, got {type(options).__name__}")
-
-
 def resolve_options(config: BlenderConfig, options: BlendOptions | dict | None, has_fuser: bool) -> ResolvedOptions:
     """Merge a call's options over the ensemble's defaults and check them against the ensemble."""
     from blender_serve.ranker.aggregation import get_strategy
 
-    opts = _as_options(options)
+    opts = validated(BlendOptions, options if options is not None else {}, "blend options",
+                     hint=f"valid options: {', '.join(BlendOptions.model_fields)}")
     known = [g.name for g in config.generators]
     models = list(opts.models) if opts.models else known
     unknown = [m for m in models if m not in known]
@@ -98,19 +90,40 @@ def decide_fusion(opts: ResolvedOptions, ranking: RankResult, has_fuser: bool) -
     return None
 
 
-def assemble_result(generations: list[Generation], ranking: RankResult, top: list[int], *, text: str, fused: bool,
-                    skipped: Optional[str], strategy: str, errors: dict[str, str], timings: dict[str, float],
-                    extra_usage: Usage = Usage()) -> BlendResult:
-    """The BlendResult of one request: candidates in rank order with scores, ranks and provenance."""
+@dataclasses.dataclass
+class _Fusion:
+    """What the fuse stage produced: the text pieces sent, the fuser's usage and finish reason, and
+    why its answer was not used (None when it was)."""
+
+    pieces: list[str] = dataclasses.field(default_factory=list)
+    usage: Usage = dataclasses.field(default_factory=Usage)
+    finish_reason: Optional[str] = None
+    error: Optional[str] = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def assemble_result(generations: list[Generation], ranking: RankResult, top: list[int], fusion: Optional[_Fusion],
+                    *, skipped: Optional[str], strategy: str, errors: dict[str, str],
+                    timings: dict[str, float]) -> BlendResult:
+    """The BlendResult of one request: candidates in rank order with scores, ranks and provenance;
+    usage summed over every model call, the fuser's included (also when its answer was not used)."""
+    fused = fusion is not None and fusion.error is None
     ranks = ranking.ranks
-    chosen_set = set(top) if fused else set()
+    chosen = set(top) if fused else set()
     candidates = [Candidate(model=generations[i].model, text=generations[i].text, score=ranking.scores[i], rank=ranks[i],
-                            chosen=i in chosen_set, usage=generations[i].usage, latency_s=generations[i].latency_s)
+                            chosen=i in chosen, usage=generations[i].usage, latency_s=generations[i].latency_s)
                   for i in order_from_scores(ranking.scores)]
-    usage = sum((g.usage for g in generations), Usage()) + extra_usage
-    return BlendResult(text=text, fused=fused, fusion_skipped_reason=skipped, candidates=candidates,
-                       chosen=[generations[i].model for i in top] if fused else [], strategy=strategy,
-                       errors=errors, timings=timings, usage=usage)
+    usage = sum((g.usage for g in generations), fusion.usage if fusion is not None else Usage())
+    best = generations[ranking.best]
+    return BlendResult(
+        text=fusion.text if fused else best.text,
+        finish_reason=(fusion.finish_reason if fused else best.finish_reason) or "stop",
+        fused=fused, fusion_skipped_reason=skipped, candidates=candidates,
+        chosen=[generations[i].model for i in top] if fused else [], strategy=strategy,
+        errors=errors, timings=timings, usage=usage)
 
 
 class Blender:
@@ -122,23 +135,21 @@ class Blender:
         >>> result = blender.blend_sync("What is the capital of France?")
         >>> result.text, [(c.model, c.rank) for c in result.candidates]
 
-    Components can be passed in already built (``ranker=``, ``fuser=``, ``generators=``) to share
-    them between ensembles; otherwise they are built from the config on ``start()``.
+    Components can be passed in already built (``ranker=``, ``fuser=``, ``generators=``, anything
+    that satisfies the Protocols of ``blender_serve.interfaces``: local objects or deployment-handle
+    adapters); otherwise they are built from the config on ``start()``.
     """
 
-    def __init__(self, config: BlenderConfig | dict, *, ranker=None, fuser=None, generators: Optional[dict] = None):
-        if isinstance(config, dict):
-            try:
-                config = BlenderConfig.model_validate(config)
-            except ValidationError as exc:
-                raise InvalidInputError(f"invalid ensemble config: {exc}") from None
-        self.config: BlenderConfig = config
+    def __init__(self, config: BlenderConfig | dict, *, ranker: Optional[RankerProtocol] = None,
+                 fuser: Optional[FuserProtocol] = None, generators: Optional[dict[str, GeneratorProtocol]] = None):
+        self.config: BlenderConfig = validated(BlenderConfig, config, "ensemble config")
         self.ranker = ranker
         self.fuser = fuser
         from blender_serve.generators import build_generator
 
-        generators = dict(generators or {})
-        self.generators = {g.name: generators.get(g.name) or build_generator(g) for g in config.generators}
+        given = dict(generators or {})
+        self.generators: dict[str, GeneratorProtocol] = {
+            g.name: given.get(g.name) or build_generator(g) for g in self.config.generators}
         self._started = False
 
     @property
@@ -205,7 +216,9 @@ class Blender:
         Args:
             prompt: a question, or OpenAI-style chat messages.
             options: per-call BlendOptions (models, top_k, strategy, fusion, deadline_s...).
-            sampling: sampling settings passed to every base model (over each model's defaults).
+            sampling: the request's sampling settings: passed to every base model (over each
+                model's defaults) and to the fuser (whose own settings are the default and cap),
+                so ``max_tokens`` and ``stop`` bound the answer returned.
         Returns:
             BlendResult: the answer, every candidate with score and rank, the chosen top-K, whether
             fusion ran, per-model errors, per-stage timings and summed usage.
@@ -213,33 +226,11 @@ class Blender:
             InvalidInputError / UnknownModelError for bad input; NotEnoughCandidatesError when too
             few models answered.
         """
-        t0 = time.perf_counter()
-        messages, opts, sampling = self._prepare(prompt, options, sampling)
-        await self.start()
-        instruction, context = split_messages(messages)
-        generations, errors = await self.generate_candidates(messages, opts, sampling)
-        t_gen = time.perf_counter()
-        ranking = await self.rank_candidates(ranker_source(instruction, context), generations, opts.strategy)
-        t_rank = time.perf_counter()
-        top = ranking.top_k(opts.top_k)
-        skipped = decide_fusion(opts, ranking, self.fuser is not None)
-        text, fused, fuse_usage = generations[ranking.best].text, False, Usage()
-        if skipped is None:
-            try:
-                out = await self.fuser.afuse(instruction, context, [generations[i].text for i in top])
-                fuse_usage = out.usage
-                if out.text.strip():
-                    text, fused = out.text, True
-                else:
-                    errors["fuser"] = "returned an empty answer"
-                    skipped = FUSER_FAILED
-            except BlenderError as exc:
-                errors["fuser"] = f"{type(exc).__name__}: {exc}"
-                skipped = FUSER_FAILED
-        t_end = time.perf_counter()
-        timings = {"generate_s": t_gen - t0, "rank_s": t_rank - t_gen, "fuse_s": t_end - t_rank, "total_s": t_end - t0}
-        return assemble_result(generations, ranking, top, text=text, fused=fused, skipped=skipped,
-                               strategy=opts.strategy, errors=errors, timings=timings, extra_usage=fuse_usage)
+        result = None
+        async for event in self._stages(*self._prepare(prompt, options, sampling), streaming=False):
+            if isinstance(event, BlendResult):
+                result = event
+        return result
 
     def blend_sync(self, prompt, options=None, sampling=None) -> BlendResult:
         """``blend`` for code without an event loop (scripts, notebooks without a running loop)."""
@@ -254,63 +245,91 @@ class Blender:
             >>> async for piece in s: print(piece, end="")
             >>> s.result.candidates   # provenance, once the stream is exhausted
         """
-        return BlendStream(self, *self._prepare(prompt, options, sampling))
+        return BlendStream(self._stages(*self._prepare(prompt, options, sampling), streaming=True))
 
-    def _prepare(self, prompt, options, sampling):
+    def _prepare(self, prompt, options, sampling) -> tuple[list[ChatMessage], ResolvedOptions, Optional[SamplingParams]]:
         messages = as_messages(prompt)
         opts = resolve_options(self.config, options, self.has_fuser)
-        if isinstance(sampling, dict):
-            try:
-                sampling = SamplingParams.model_validate(sampling)
-            except ValidationError as exc:
-                raise InvalidInputError(f"invalid sampling params: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+        if sampling is not None:
+            sampling = validated(SamplingParams, sampling, "sampling params")
         return messages, opts, sampling
+
+    # ------------------------------------------------------------------ the stages, once
+    async def _stages(self, messages: list[ChatMessage], opts: ResolvedOptions, sampling: Optional[SamplingParams],
+                      *, streaming: bool) -> AsyncIterator[Union[str, BlendResult]]:
+        """generate -> rank -> decide on fusion -> fuse -> assemble: yields the answer's text
+        pieces (one-shot: the whole answer at once), then the BlendResult."""
+        t0 = time.perf_counter()
+        await self.start()
+        instruction, context = split_messages(messages)
+        generations, errors = await self.generate_candidates(messages, opts, sampling)
+        t_gen = time.perf_counter()
+        ranking = await self.rank_candidates(ranker_source(instruction, context), generations, opts.strategy)
+        t_rank = time.perf_counter()
+        top = ranking.top_k(opts.top_k)
+        skipped = decide_fusion(opts, ranking, self.fuser is not None)
+        fusion = None
+        if skipped is None:
+            fusion = _Fusion()
+            async for piece in self._fuse(instruction, context, [generations[i].text for i in top], sampling,
+                                          streaming, fusion):
+                yield piece
+            if fusion.error is not None:
+                errors["fuser"], skipped = fusion.error, FUSER_FAILED
+        if skipped is not None:
+            yield generations[ranking.best].text
+        t_end = time.perf_counter()
+        timings = {"generate_s": t_gen - t0, "rank_s": t_rank - t_gen, "fuse_s": t_end - t_rank, "total_s": t_end - t0}
+        yield assemble_result(generations, ranking, top, fusion, skipped=skipped, strategy=opts.strategy,
+                              errors=errors, timings=timings)
+
+    async def _fuse(self, instruction: str, context: str, texts: list[str], sampling: Optional[SamplingParams],
+                    streaming: bool, out: _Fusion) -> AsyncIterator[str]:
+        """Run the fuser, yielding what may be sent: nothing until the answer has visible text, so a
+        blank answer can still give way to the top candidate. Fills ``out`` as it goes."""
+        try:
+            if streaming:
+                held = ""
+                async for chunk in self.fuser.stream(instruction, context, texts, sampling):
+                    out.usage = chunk.usage or out.usage
+                    out.finish_reason = chunk.finish_reason or out.finish_reason
+                    if chunk.text:
+                        held += chunk.text
+                        if held.strip():
+                            out.pieces.append(held)
+                            yield held
+                            held = ""
+                if out.pieces and held:
+                    out.pieces.append(held)
+                    yield held
+            else:
+                result = await self.fuser.afuse(instruction, context, texts, sampling)
+                out.usage, out.finish_reason = result.usage, result.finish_reason
+                if result.text.strip():
+                    out.pieces.append(result.text)
+                    yield result.text
+        except BlenderError as exc:
+            if out.pieces:
+                raise  # part of the fused text is out already; the caller must see the failure
+            out.error = f"{type(exc).__name__}: {exc}"
+            return
+        if not out.pieces:
+            out.error = "returned an empty answer"
 
 
 class BlendStream:
     """Async iterator of the final answer's text pieces; ``result`` holds the BlendResult after the last piece."""
 
-    def __init__(self, blender: Blender, messages, opts: ResolvedOptions, sampling):
-        self._blender, self._messages, self._opts, self._sampling = blender, messages, opts, sampling
+    def __init__(self, stages: AsyncIterator[Union[str, BlendResult]]):
+        self._stages = stages
         self.result: Optional[BlendResult] = None
-        self.ranking: Optional[RankResult] = None
 
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._run()
-
-    async def _run(self) -> AsyncIterator[str]:
-        b, opts = self._blender, self._opts
-        t0 = time.perf_counter()
-        await b.start()
-        instruction, context = split_messages(self._messages)
-        generations, errors = await b.generate_candidates(self._messages, opts, self._sampling)
-        t_gen = time.perf_counter()
-        ranking = self.ranking = await b.rank_candidates(ranker_source(instruction, context), generations, opts.strategy)
-        t_rank = time.perf_counter()
-        top = ranking.top_k(opts.top_k)
-        skipped = decide_fusion(opts, ranking, b.fuser is not None)
-        pieces: list[str] = []
-        fused = False
-        if skipped is None:
-            try:
-                async for piece in b.fuser.stream(instruction, context, [generations[i].text for i in top]):
-                    pieces.append(piece)
-                    yield piece
-                fused = bool("".join(pieces).strip())
-                if not fused:
-                    errors["fuser"], skipped = "returned an empty answer", FUSER_FAILED
-            except BlenderError as exc:
-                if "".join(pieces).strip():
-                    raise  # part of the fused text is already out; the caller must see the failure
-                errors["fuser"] = f"{type(exc).__name__}: {exc}"
-                skipped = FUSER_FAILED
-        if not fused:
-            pieces = [generations[ranking.best].text]
-            yield pieces[0]
-        t_end = time.perf_counter()
-        timings = {"generate_s": t_gen - t0, "rank_s": t_rank - t_gen, "fuse_s": t_end - t_rank, "total_s": t_end - t0}
-        self.result = assemble_result(generations, ranking, top, text="".join(pieces), fused=fused, skipped=skipped,
-                                      strategy=opts.strategy, errors=errors, timings=timings)
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for event in self._stages:
+            if isinstance(event, BlendResult):
+                self.result = event
+            else:
+                yield event
 
 
 def _load_ranker(config: RankerConfig):

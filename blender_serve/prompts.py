@@ -1,4 +1,4 @@
-"""How a chat request becomes the (instruction, input) pair that the ranker and the fuser read.
+"""Chat messages: checked once (``normalize_messages``), and turned into what each model reads.
 
 LLM-Blender's data has an instruction and an input; the ranker's source is ``instruction + input``
 (no separator) and the fuser lists both. A chat request maps onto that as: instruction = the last
@@ -9,13 +9,49 @@ input is that question.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
-from blender_serve.errors import InvalidInputError
-from blender_serve.generators.base import normalize_messages
+from blender_serve.errors import InvalidInputError, validated
 from blender_serve.types import ChatMessage
 
-__all__ = ["as_messages", "split_messages", "ranker_source"]
+__all__ = ["normalize_messages", "as_messages", "split_messages", "ranker_source", "chat_as_plain_prompt"]
+
+_MESSAGE_HINT = "each message is {'role': 'system'|'user'|'assistant', 'content': '<text>'}"
+
+
+def normalize_messages(messages: Any) -> list[ChatMessage]:
+    """Check a conversation and return it as a new list of ChatMessage.
+
+    Raises InvalidInputError, naming the offending index, for a non-list, an empty list, an item
+    that is neither a ChatMessage nor a dict of one, a conversation without a user turn, or a last
+    message with empty content.
+    """
+    if isinstance(messages, (str, bytes, dict, ChatMessage)) or not isinstance(messages, Sequence):
+        raise InvalidInputError(
+            f"messages must be a list of chat messages ({_MESSAGE_HINT}), got {type(messages).__name__}"
+        )
+    if not messages:
+        raise InvalidInputError(f"messages is empty: pass at least one user message ({_MESSAGE_HINT})")
+    chat: list[ChatMessage] = []
+    for i, m in enumerate(messages):
+        if isinstance(m, ChatMessage):
+            chat.append(m)
+        elif isinstance(m, dict):
+            chat.append(validated(ChatMessage, m, f"messages[{i}]", hint=_MESSAGE_HINT))
+        else:
+            raise InvalidInputError(f"messages[{i}] is a {type(m).__name__}; {_MESSAGE_HINT}")
+    if not any(m.role == "user" for m in chat):
+        raise InvalidInputError("messages has no user turn: add a {'role': 'user', 'content': ...} message")
+    if not chat[-1].content.strip():
+        raise InvalidInputError(
+            f"the last message (messages[{len(chat) - 1}]) has empty content: send the text to answer"
+        )
+    return chat
+
+
+def chat_as_plain_prompt(chat: Sequence[ChatMessage]) -> str:
+    """A 'role: content' transcript ending in 'assistant:', for tokenizers without a chat template."""
+    return "".join(f"{m.role}: {m.content}\n" for m in chat) + "assistant:"
 
 
 def as_messages(prompt: str | Sequence[ChatMessage | dict]) -> list[ChatMessage]:

@@ -20,6 +20,7 @@ __all__ = [
     "RankResult",
     "Candidate",
     "BlendResult",
+    "Provenance",
     "FusionOutput",
     "GenerationChunk",
 ]
@@ -97,6 +98,7 @@ class FusionOutput(BaseModel):
     text: str
     usage: Usage = Field(default_factory=Usage)
     latency_s: float = 0.0
+    finish_reason: Optional[str] = Field(None, description="'stop' or 'length' (the token budget ran out); None if unknown.")
 
 
 class RankResult(BaseModel):
@@ -149,19 +151,30 @@ class Candidate(BaseModel):
     latency_s: float = 0.0
 
 
-class BlendResult(BaseModel):
-    """The answer of the ensemble to one request, with provenance."""
+class Provenance(BaseModel):
+    """How the ensemble reached an answer: every candidate with its score and rank, what was fused,
+    what was dropped and why, and the time of each stage. The ``blender`` object of API responses."""
 
     model_config = _FROZEN
-    text: str = Field(description="The final answer: fused text, or the top candidate's.")
-    fused: bool = Field(description="Whether the fuser wrote `text`.")
-    fusion_skipped_reason: Optional[str] = None
+    fused: bool = Field(description="Whether the fuser wrote the answer.")
+    fusion_skipped_reason: Optional[str] = Field(None, description="Why the fuser's answer was not used, if it was not.")
     candidates: list[Candidate] = Field(description="Every answer that came back, in rank order.")
     chosen: list[str] = Field(description="Models whose answers were passed to the fuser.")
-    strategy: str
-    errors: dict[str, str] = Field(default_factory=dict, description="Model -> why it was dropped.")
+    strategy: str = Field(description="The ranking strategy used.")
+    errors: dict[str, str] = Field(default_factory=dict, description="Model (or 'fuser') -> why it was dropped.")
     timings: dict[str, float] = Field(default_factory=dict, description="Stage -> seconds.")
-    usage: Usage = Field(default_factory=Usage, description="Summed over every model call.")
+
+
+class BlendResult(Provenance):
+    """The answer of the ensemble to one request, with provenance."""
+
+    text: str = Field(description="The final answer: fused text, or the top candidate's.")
+    finish_reason: str = Field("stop", description="'stop', or 'length' when the answer's token budget ran out.")
+    usage: Usage = Field(default_factory=Usage, description="Summed over every model call, the fuser's included.")
+
+    def provenance(self) -> Provenance:
+        """Everything but the answer itself (text, finish reason, usage)."""
+        return Provenance.model_validate(self.model_dump(include=set(Provenance.model_fields)))
 
 
 class GenerationChunk(BaseModel):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Optional, Sequence
 
 from blender_serve.config import FuserConfig
-from blender_serve.types import FusionOutput
+from blender_serve.types import FusionOutput, GenerationChunk, SamplingParams
 
 __all__ = ["FuserServer"]
 
@@ -24,9 +24,11 @@ class FuserServer:
         return {"ray_actor_options": {"num_cpus": 0.1, **({"num_gpus": 1} if gpu else {})},
                 "max_ongoing_requests": 8, "health_check_period_s": 10.0}
 
-    async def fuse(self, instruction: str, input: str, candidates: Sequence[str], **overrides) -> FusionOutput:
-        return await self.fuser.afuse(instruction, input, list(candidates), **overrides)
+    async def fuse(self, instruction: str, input: str, candidates: Sequence[str],
+                   sampling: Optional[SamplingParams] = None, **overrides) -> FusionOutput:
+        return await self.fuser.afuse(instruction, input, list(candidates), sampling, **overrides)
 
-    async def stream(self, instruction: str, input: str, candidates: Sequence[str], **overrides) -> AsyncIterator[str]:
-        async for piece in self.fuser.stream(instruction, input, list(candidates), **overrides):
-            yield piece
+    async def stream(self, instruction: str, input: str, candidates: Sequence[str],
+                     sampling: Optional[SamplingParams] = None, **overrides) -> AsyncIterator[GenerationChunk]:
+        async for chunk in self.fuser.stream(instruction, input, list(candidates), sampling, **overrides):
+            yield chunk

@@ -29,7 +29,7 @@ from deployments.protocol import (
     FuseResponse, ModelCard, ModelList, RankRequest, RankResponse, chat_chunk, chat_completion, new_id,
     text_completion,
 )
-from deployments.remote import RemoteFuser, RemoteGenerator, RemoteRanker
+from deployments.handle_adapters import HandleFuser, HandleGenerator, HandleRanker
 
 __all__ = ["Ingress", "app"]
 
@@ -65,10 +65,10 @@ class Ingress:
         self.args = AppArgs.model_validate(args)
         self.ensemble = self.args.ensemble
         self.llms = llms
-        self.ranker = RemoteRanker(ranker)
-        self.fuser = RemoteFuser(fuser) if fuser is not None else None
+        self.ranker = HandleRanker(ranker)
+        self.fuser = HandleFuser(fuser) if fuser is not None else None
         self.blender = Blender(self.ensemble, ranker=self.ranker, fuser=self.fuser,
-                               generators={name: RemoteGenerator(name, h) for name, h in llms.items()})
+                               generators={name: HandleGenerator(name, h) for name, h in llms.items()})
         self.metrics = BlendMetrics()
 
     async def _blend(self, messages, options, sampling) -> BlendResult:
@@ -216,9 +216,9 @@ class Ingress:
             first = await iterator.__anext__()
 
             async def text() -> AsyncIterator[bytes]:
-                yield first.encode()
-                async for piece in iterator:
-                    yield piece.encode()
+                yield first.text.encode()
+                async for chunk in iterator:
+                    yield chunk.text.encode()
 
             return StreamingResponse(text(), media_type="text/plain; charset=utf-8")
         return (await self.fuse(body)).model_dump()
@@ -245,7 +245,7 @@ class Ingress:
 
     async def compare(self, request: Union[CompareRequest, dict]) -> CompareResponse:
         req = CompareRequest.model_validate(request)
-        logit = await self.ranker.compare(req.source, req.candidate_a, req.candidate_b, req.mode)
+        logit = await self.ranker.acompare(req.source, req.candidate_a, req.candidate_b, req.mode)
         return CompareResponse(logit=logit, better="a" if logit > 0 else "b")
 
     async def fuse(self, request: Union[FuseRequest, dict]) -> FuseResponse:

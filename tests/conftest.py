@@ -74,6 +74,12 @@ def gen_fuser_dir(tiny_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def talkative_fuser_dir(tiny_dir, gen_fuser_dir) -> Path:
+    """The tiny gen_fuser, reweighted to write varied text (see tiny_models.build_talkative_gen_fuser)."""
+    return tiny_models.build_talkative_gen_fuser(tiny_dir / "talkative-gen-fuser", gen_fuser_dir)
+
+
+@pytest.fixture(scope="session")
 def causal_lm_dir(tiny_dir) -> Path:
     """A tiny Llama causal LM with a ChatML chat template."""
     return tiny_models.build_causal_lm(tiny_dir / "causal-lm")

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import TYPE_CHECKING, AsyncIterator, ClassVar, Sequence
+from typing import AsyncIterator, ClassVar, Optional, Sequence
 
 from blender_serve.errors import InvalidInputError
-from blender_serve.types import FusionOutput
-
-if TYPE_CHECKING:
-    from blender_serve.config import FuserConfig
+from blender_serve.types import FusionOutput, GenerationChunk, SamplingParams
 
 __all__ = ["Fuser", "FuseItem", "check_item"]
 
@@ -42,18 +39,22 @@ class Fuser(abc.ABC):
     """Writes one answer from several candidate answers to the same request.
 
     Subclasses implement ``fuse_batch`` and ``stream``; ``fuse`` and ``afuse`` build on them.
-    Build one from a config with ``Fuser.from_config(config)`` or ``build_fuser(config)``.
+    Every method takes the request's ``sampling`` settings (its max_tokens bounds the answer, its
+    temperature, seed and stop apply; the fuser's own settings are the default and the cap) and
+    library callers' generation keywords. Build one from a config with ``build_fuser(config)``.
     """
 
     #: The ``FuserConfig.kind`` this class serves (the registry key).
     kind: ClassVar[str] = ""
 
     @abc.abstractmethod
-    def fuse_batch(self, items: Sequence[FuseItem], **generate_overrides) -> list[FusionOutput]:
+    def fuse_batch(self, items: Sequence[FuseItem], sampling: Optional[SamplingParams] = None,
+                   **generate_overrides) -> list[FusionOutput]:
         """Fuse several requests in one batched generation.
 
         Args:
             items: (instruction, input, candidates) per request.
+            sampling: the requests' sampling settings.
             **generate_overrides: per-call generation settings (see the subclass).
 
         Returns:
@@ -61,52 +62,40 @@ class Fuser(abc.ABC):
         """
 
     @abc.abstractmethod
-    def stream(self, instruction: str, input: str, candidates: Sequence[str], **generate_overrides) -> AsyncIterator[str]:
-        """Fuse one request, yielding text pieces as they are generated (greedy by default)."""
+    def stream(self, instruction: str, input: str, candidates: Sequence[str], sampling: Optional[SamplingParams] = None,
+               **generate_overrides) -> AsyncIterator[GenerationChunk]:
+        """Fuse one request, yielding text pieces as they are generated (greedy by default); the
+        last chunk carries the finish reason and the token usage."""
 
-    def fuse(self, instruction: str, input: str, candidates: Sequence[str], **generate_overrides) -> FusionOutput:
+    def fuse(self, instruction: str, input: str, candidates: Sequence[str], sampling: Optional[SamplingParams] = None,
+             **generate_overrides) -> FusionOutput:
         """Fuse one request's candidates into one answer (blocking).
 
         Args:
             instruction: what was asked ('' when the request is only an input).
             input: the request's input text ('' when there is none).
             candidates: the answers to fuse, best first (the ranker's top-K).
+            sampling: the request's sampling settings (max_tokens, temperature, seed, stop...).
             **generate_overrides: per-call generation settings, e.g. ``num_beams=1``.
 
         Returns:
-            FusionOutput with the text, token usage and latency.
+            FusionOutput with the text, token usage, finish reason and latency.
 
         Example:
             >>> fuser.fuse("Name a French city.", "", ["Paris", "Lyon is in France"]).text
         """
-        return self.fuse_batch([(instruction, input, candidates)], **generate_overrides)[0]
+        return self.fuse_batch([(instruction, input, candidates)], sampling, **generate_overrides)[0]
 
-    async def afuse(self, instruction: str, input: str, candidates: Sequence[str], **generate_overrides) -> FusionOutput:
-        """``fuse`` run in a worker thread, so the event loop keeps serving while the model works.
+    async def afuse(self, instruction: str, input: str, candidates: Sequence[str],
+                    sampling: Optional[SamplingParams] = None, **generate_overrides) -> FusionOutput:
+        """``fuse`` off the event loop, so it keeps serving while the model works.
 
         Example:
             >>> out = await fuser.afuse("Name a French city.", "", ["Paris", "Lyon"])
         """
-        return await asyncio.to_thread(self.fuse, instruction, input, candidates, **generate_overrides)
+        return await asyncio.to_thread(self.fuse, instruction, input, candidates, sampling, **generate_overrides)
 
     @classmethod
-    def from_config(cls, config: "FuserConfig") -> "Fuser":
-        """Build a fuser from a FuserConfig: ``Fuser.from_config`` picks the class by ``config.kind``.
-
-        Example:
-            >>> Fuser.from_config(FuserConfig(kind="seq2seq", path="llm-blender/gen_fuser_3b"))
-        """
-        if cls is Fuser:
-            from blender_serve.fuser import build_fuser  # the registry imports the subclasses, which import us
-
-            return build_fuser(config)
-        if config.kind != cls.kind:
-            raise InvalidInputError(
-                f"{cls.__name__} serves kind={cls.kind!r}, but the config says kind={config.kind!r}; "
-                "use Fuser.from_config or build_fuser to pick the class from the config"
-            )
-        return cls._from_config(config)
-
-    @classmethod
-    def _from_config(cls, config: "FuserConfig") -> "Fuser":
-        raise NotImplementedError(f"{cls.__name__} cannot be built from a config")
+    def from_config(cls, config) -> "Fuser":
+        """Build this fuser from a ``FuserConfig`` (``build_fuser`` picks the class by ``config.kind``)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a FuserConfig")

@@ -1,38 +1,52 @@
-"""What both transformers fusers share: loading, generation settings, batched generate, streaming."""
+"""What both transformers fusers share: loading, fitting the prompt, generation settings, batched
+generation and streaming (on ``blender_serve.hf_generation``'s worker). A subclass only says how
+to render its prompt from (already cut) texts."""
 
 from __future__ import annotations
 
 import abc
-import itertools
-import threading
 import time
-from typing import Any, AsyncIterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Optional, Sequence
 
-from blender_serve.devices import resolve_device, resolve_dtype
-from blender_serve.errors import CheckpointError, GenerationError, InvalidInputError
+from blender_serve.errors import BlenderError, GenerationError, InvalidInputError
+from blender_serve.fuser._fit import cut_text, fit_lengths
 from blender_serve.fuser.base import Fuser, FuseItem, check_item
-from blender_serve.types import FusionOutput, Usage
+from blender_serve.stops import StopMatcher, truncate_at_stop
+from blender_serve.types import FusionOutput, GenerationChunk, SamplingParams, Usage
 
-__all__ = ["TransformersFuser", "OVERRIDES", "generation_params", "load_pretrained"]
+if TYPE_CHECKING:
+    from blender_serve.config import FuserConfig
 
-#: The per-call generation settings every transformers fuser accepts.
-OVERRIDES = ("num_beams", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed")
+__all__ = ["TransformersFuser", "OVERRIDES", "generation_params"]
 
-_stream_ids = itertools.count()
+#: The per-call generation settings every transformers fuser accepts as keyword arguments.
+OVERRIDES = ("num_beams", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed", "stop")
+
+# When a prompt is too long, candidates are cut down to this many tokens before the instruction or
+# input lose anything; only then is everything cut further, evenly.
+_SOFT_FLOOR = 32
 
 
-def generation_params(overrides: dict[str, Any], *, num_beams: int, max_new_tokens: int,
-                      streaming: bool = False) -> tuple[dict[str, Any], Optional[int]]:
-    """``generate`` keyword arguments and the seed, from a fuser's defaults and a call's overrides.
+def generation_params(overrides: dict[str, Any], *, sampling: Optional[SamplingParams] = None, num_beams: int,
+                      max_new_tokens: int, streaming: bool = False) -> tuple[dict[str, Any], Optional[int], list[str]]:
+    """(settings, seed, stop strings) of one fusion call.
 
-    ``None`` values mean "use the default", so callers can pass SamplingParams fields as they are.
-    temperature 0 means greedy (the OpenAI convention); a positive temperature turns sampling on;
-    sampling uses one beam unless ``num_beams`` is given. Streaming always decodes one beam.
+    ``sampling`` is what the request asked of the answer: its ``max_tokens`` is capped at the
+    fuser's ``max_new_tokens`` (the operator's bound), its temperature, top_p, top_k, seed and stop
+    apply as they are. ``overrides`` (library callers' keywords, see ``OVERRIDES``) win over it;
+    ``None`` values mean "use the default". temperature 0 means greedy (the OpenAI convention); a
+    positive temperature turns sampling on, with one beam unless ``num_beams`` is given. Streaming
+    always decodes one beam.
     """
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise InvalidInputError(f"unknown generation settings {unknown}; the fuser accepts {', '.join(OVERRIDES)}")
-    o = {k: v for k, v in overrides.items() if v is not None}
+    s = sampling or SamplingParams()
+    o: dict[str, Any] = {"max_new_tokens": min(s.max_tokens, max_new_tokens) if s.max_tokens else None,
+                         "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k, "seed": s.seed,
+                         "stop": list(s.stop) or None}
+    o.update({k: v for k, v in overrides.items() if v is not None})
+    o = {k: v for k, v in o.items() if v is not None}
     temperature = o.get("temperature")
     if temperature is not None and not temperature >= 0:
         raise InvalidInputError(f"temperature must be >= 0, got {temperature}")
@@ -53,97 +67,118 @@ def generation_params(overrides: dict[str, Any], *, num_beams: int, max_new_toke
         raise InvalidInputError(f"top_p must be in (0, 1], got {o['top_p']}")
     if "top_k" in o and (not isinstance(o["top_k"], int) or o["top_k"] < 0):
         raise InvalidInputError(f"top_k must be an int >= 0 (0 disables it), got {o['top_k']!r}")
-    params: dict[str, Any] = {"num_beams": beams, "max_new_tokens": new_tokens, "do_sample": do_sample}
-    if do_sample:  # passing them to greedy/beam search only earns a warning
-        params.update({k: o[k] for k in ("temperature", "top_p", "top_k") if k in o})
-    return params, o.get("seed")
-
-
-def load_pretrained(auto_class, path: str, device: str, dtype: str, device_map: Optional[str]):
-    """(model, tokenizer, device) loaded from a local directory or hub id; CheckpointError if unreadable."""
-    import transformers
-    from packaging.version import Version
-    from transformers import AutoTokenizer
-
-    from blender_serve.local_models import resolve_model_path
-
-    path = resolve_model_path(path)
-    device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, device, half="bfloat16")
-    # transformers renamed torch_dtype to dtype in 4.56 and warns on the old name.
-    dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    kwargs: dict[str, Any] = {dtype_key: torch_dtype}
-    if device_map:
-        kwargs["device_map"] = device_map
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        from blender_serve.devices import MODEL_LOAD_LOCK
-
-        with MODEL_LOAD_LOCK:
-            model = auto_class.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(
-            f"cannot load {path!r} as {auto_class.__name__} + tokenizer ({e}); pass a local directory "
-            "holding config.json, the weights and the tokenizer files, or a hub id that is reachable"
-        ) from e
-    if not device_map:
-        model.to(device)
-    model.eval()
-    return model, tokenizer
-
-
-def _stop_when_set(flag: threading.Event):
-    """A StoppingCriteria that ends generation once ``flag`` is set (the stream's consumer left)."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class StopWhenSet(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), flag.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    return StopWhenSet()
+    stops = o.get("stop", [])
+    stops = [stops] if isinstance(stops, str) else stops
+    if not isinstance(stops, (list, tuple)) or not all(isinstance(x, str) for x in stops):
+        raise InvalidInputError(f"stop must be a str or a list of str, got {stops!r}")
+    settings = {"num_beams": beams, "max_new_tokens": new_tokens, "do_sample": do_sample}
+    settings.update({k: o.get(k) for k in ("temperature", "top_p", "top_k")})
+    return settings, o.get("seed"), [x for x in stops if x]
 
 
 class TransformersFuser(Fuser):
-    """A fuser running a transformers model's ``generate``; subclasses say how to build the prompt.
+    """A fuser running a transformers model's ``generate``; subclasses say how to render the prompt.
 
-    One lock serialises generation on the model: concurrent callers queue instead of interleaving
-    work on one device (``afuse`` and ``stream`` wait in threads, never on the event loop).
+    Generation runs on one worker thread per model: concurrent callers queue instead of
+    interleaving work on one device, and ``afuse`` and ``stream`` never block the event loop.
     """
+
+    #: The transformers Auto class that loads this fuser's checkpoints.
+    auto_class: ClassVar[str] = ""
 
     def __init__(self, model, tokenizer, *, max_length: int = 1024, candidate_max_length: int = 128,
                  num_beams: int = 4, max_new_tokens: int = 128):
+        from blender_serve.hf_generation import GenerationWorker
+
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.candidate_max_length = candidate_max_length
         self.num_beams = num_beams
         self.max_new_tokens = max_new_tokens
-        self._lock = threading.Lock()
-        self._encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        eos = model.generation_config.eos_token_id
-        eos = tokenizer.eos_token_id if eos is None else eos
-        self._eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
-        # Causal LMs often ship without a pad token; their eos pads just as well behind a mask.
-        pad = tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else min(self._eos_ids, default=0)
+        self._worker = GenerationWorker(model, tokenizer, name=f"fuser-{self.kind}")
+
+    # -- building ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, device: str = "auto", dtype: str = "auto",
+                        device_map: Optional[str] = None, **options) -> "TransformersFuser":
+        """Load a checkpoint (model and tokenizer) as this fuser.
+
+        Args:
+            path_or_id: ``local:<name>``, a local directory or a hub id.
+            device: 'auto' (cuda, else mps, else cpu), 'cpu', 'cuda:1'...; ignored with device_map.
+            dtype: 'auto' (bfloat16 on an accelerator, float32 on cpu) or an explicit dtype name.
+            device_map: accelerate device map (e.g. 'auto') to spread a large model.
+            **options: the constructor's keywords (max_length, candidate_max_length, num_beams,
+                max_new_tokens, and the subclass's own).
+
+        Example:
+            >>> GenFuser.from_pretrained("/models/gen_fuser_3b", device="cuda", num_beams=1)
+        """
+        from blender_serve.loading import load_pretrained
+
+        model, tokenizer, _ = load_pretrained(cls.auto_class, path_or_id, device=device, dtype=dtype,
+                                              half="bfloat16", device_map=device_map)
+        return cls(model, tokenizer, **options)
+
+    @classmethod
+    def from_config(cls, config: "FuserConfig") -> "TransformersFuser":
+        """Load the fuser a FuserConfig describes (its ``kind`` must be this class's)."""
+        if config.kind != cls.kind:
+            raise InvalidInputError(f"{cls.__name__} serves kind={cls.kind!r}, but the config says kind={config.kind!r}; "
+                                    "use blender_serve.fuser.build_fuser to pick the class from the config")
+        # FuserConfig's num_beams default (4) is gen_fuser's; each class keeps its own unless told.
+        beams = {"num_beams": config.num_beams} if "num_beams" in config.model_fields_set else {}
+        return cls.from_pretrained(config.path, device=config.device, dtype=config.dtype, device_map=config.device_map,
+                                   max_length=config.max_length, candidate_max_length=config.candidate_max_length,
+                                   max_new_tokens=config.max_new_tokens, **beams)
+
+    # -- the prompt ----------------------------------------------------------------------------
+
+    def check(self, instruction: str, input: str, candidates: Sequence[str]) -> None:
+        """Raise InvalidInputError when this request cannot be fused by this model."""
+        check_item(instruction, input, candidates)
 
     @abc.abstractmethod
-    def build_input_ids(self, instruction: str, input: str, candidates: Sequence[str]) -> list[int]:
-        """The prompt's token ids, within ``max_length``."""
+    def render_prompt(self, instruction: str, input: str, candidates: Sequence[str]) -> list[int]:
+        """The prompt's token ids for texts already cut to length."""
 
-    def _check(self, instruction: str, input: str, candidates: Sequence[str]) -> None:
-        check_item(instruction, input, candidates)
+    def build_input_ids(self, instruction: str, input: str, candidates: Sequence[str]) -> list[int]:
+        """The prompt's token ids for one request, at most ``max_length`` tokens.
+
+        Each candidate is first cut to ``candidate_max_length`` tokens with '...' appended (as the
+        reference does); if the prompt is still too long, candidates are cut further (longest
+        first, evenly, down to a floor), then the instruction and input, so the prompt's own
+        closing lines always survive.
+
+        Example:
+            >>> ids = fuser.build_input_ids("Say hi.", "", ["hi", "hello"])
+        """
+        self.check(instruction, input, candidates)
+        texts = [instruction, input, *candidates]
+        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        lengths = [len(ids[0]), len(ids[1])] + [min(len(c), self.candidate_max_length) for c in ids[2:]]
+
+        def render(lens: list[int]) -> list[int]:
+            cut = [cut_text(self.tokenizer, t, i, n) for t, i, n in zip(texts, ids, lens)]
+            return self.render_prompt(cut[0], cut[1], cut[2:])
+
+        n = len(texts)
+        stages = [(list(range(2, n)), min(_SOFT_FLOOR, self.candidate_max_length)), ([0, 1], _SOFT_FLOOR),
+                  (list(range(n)), 0)]
+        return render(fit_lengths(lengths, stages, lambda lens: len(render(lens)), self.max_length))
 
     # -- one-shot ------------------------------------------------------------------------------
 
-    def fuse_batch(self, items: Sequence[FuseItem], **generate_overrides) -> list[FusionOutput]:
-        """Fuse several requests with one padded ``generate`` call.
+    def fuse_batch(self, items: Sequence[FuseItem], sampling: Optional[SamplingParams] = None,
+                   **overrides) -> list[FusionOutput]:
+        """Fuse several requests with one padded ``generate`` call (blocking).
 
         Args:
             items: (instruction, input, candidates) per request.
-            **generate_overrides: num_beams, max_new_tokens, do_sample, temperature, top_p, top_k,
-                seed (None means the default).
+            sampling: the request's sampling settings (see ``generation_params``).
+            **overrides: num_beams, max_new_tokens, do_sample, temperature, top_p, top_k, seed, stop.
 
         Returns:
             one FusionOutput per item; ``latency_s`` is the whole batch's wall time.
@@ -151,124 +186,94 @@ class TransformersFuser(Fuser):
         Example:
             >>> outs = fuser.fuse_batch([("Say hi.", "", ["hi", "hello"]), ("", "2+2?", ["4", "four"])])
         """
+        prompts, kwargs, seed, stops = self._prepare(items, sampling, overrides)
+        start = time.perf_counter()
+        try:
+            completions = self._worker.run(prompts, kwargs, seed)
+        except BlenderError:
+            raise
+        except Exception as exc:
+            raise _failure(exc) from exc
+        return self._outputs(prompts, completions, kwargs, stops, time.perf_counter() - start)
+
+    async def afuse(self, instruction: str, input: str, candidates: Sequence[str],
+                    sampling: Optional[SamplingParams] = None, **overrides) -> FusionOutput:
+        """``fuse`` awaited on the model's worker thread; cancelling the caller stops the generation."""
+        prompts, kwargs, seed, stops = self._prepare([(instruction, input, candidates)], sampling, overrides)
+        start = time.perf_counter()
+        try:
+            completions = await self._worker.arun(prompts, kwargs, seed)
+        except BlenderError:
+            raise
+        except Exception as exc:
+            raise _failure(exc) from exc
+        return self._outputs(prompts, completions, kwargs, stops, time.perf_counter() - start)[0]
+
+    def _prepare(self, items, sampling, overrides, streaming: bool = False):
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or len(items) == 0:
             raise InvalidInputError("items must be a non-empty list of (instruction, input, candidates) tuples")
         for item in items:
             if not isinstance(item, (tuple, list)) or len(item) != 3:
                 raise InvalidInputError(f"each item must be (instruction, input, candidates), got {item!r:.80}")
-            self._check(*item)
-        params, seed = generation_params(generate_overrides, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens)
-        batch = [self.build_input_ids(*item) for item in items]
-        start = time.perf_counter()
-        with self._lock:
-            out = self._generate(batch, params, seed)
-        latency = time.perf_counter() - start
+            self.check(*item)
+        settings, seed, stops = generation_params(overrides, sampling=sampling, num_beams=self.num_beams,
+                                                  max_new_tokens=self.max_new_tokens, streaming=streaming)
+        from blender_serve.hf_generation import generate_kwargs
+
+        kwargs = generate_kwargs(**settings, stop=stops, tokenizer=self.tokenizer)
+        return [self.build_input_ids(*item) for item in items], kwargs, seed, stops
+
+    def _outputs(self, prompts, completions, kwargs, stops, latency: float) -> list[FusionOutput]:
         results = []
-        for ids, row in zip(batch, self._completions(out, max(map(len, batch)))):
-            usage = Usage(prompt_tokens=len(ids), completion_tokens=len(row))
-            text = self.tokenizer.decode(row, skip_special_tokens=True)
-            results.append(FusionOutput(text=text, usage=usage, latency_s=latency))
+        for ids, row in zip(prompts, completions):
+            text, hit = truncate_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), stops)
+            results.append(FusionOutput(
+                text=text, usage=Usage(prompt_tokens=len(ids), completion_tokens=len(row)), latency_s=latency,
+                finish_reason=self._worker.finish_reason(row, kwargs["max_new_tokens"], hit)))
         return results
-
-    def _generate(self, batch: list[list[int]], params: dict[str, Any], seed: Optional[int],
-                  streamer=None, stop: Optional[threading.Event] = None):
-        """Run ``generate`` on padded prompts; the caller holds the lock."""
-        import torch
-        from transformers import StoppingCriteriaList
-
-        width = max(map(len, batch))
-        device = self.model.device
-        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            # Decoder-only models continue from the last column, so their prompts sit on the right.
-            cols = slice(width - len(ids), width) if not self._encoder_decoder else slice(0, len(ids))
-            input_ids[row, cols] = torch.tensor(ids, dtype=torch.long)
-            mask[row, cols] = 1
-        extra: dict[str, Any] = {"pad_token_id": self._pad_id}
-        if streamer is not None:
-            extra["streamer"] = streamer
-        if stop is not None:
-            extra["stopping_criteria"] = StoppingCriteriaList([_stop_when_set(stop)])
-        if seed is not None:
-            torch.manual_seed(seed)  # global RNG: safe because the lock serialises generation
-        try:
-            with torch.inference_mode():
-                return self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                           **params, **extra)
-        except InvalidInputError:
-            raise
-        except Exception as e:
-            raise GenerationError(f"fuser generation failed ({type(e).__name__}: {e}); check the device "
-                                  "and memory, or lower max_length, max_new_tokens or the batch size") from e
-
-    def _completions(self, out, prompt_width: int) -> list[list[int]]:
-        """Each row's generated ids, up to and including its first eos (padding after it dropped)."""
-        # Seq2seq output starts with the decoder start token; causal output repeats the prompt.
-        rows = out[:, 1:] if self._encoder_decoder else out[:, prompt_width:]
-        completions = []
-        for row in rows.tolist():
-            end = next((i + 1 for i, t in enumerate(row) if t in self._eos_ids), len(row))
-            completions.append(row[:end])
-        return completions
 
     # -- streaming -----------------------------------------------------------------------------
 
-    def stream(self, instruction: str, input: str, candidates: Sequence[str], **generate_overrides) -> AsyncIterator[str]:
-        """Fuse one request, yielding text pieces as the model writes them.
+    def stream(self, instruction: str, input: str, candidates: Sequence[str],
+               sampling: Optional[SamplingParams] = None, **overrides) -> AsyncIterator[GenerationChunk]:
+        """Fuse one request, yielding text pieces as the model writes them; the last chunk carries
+        the finish reason and the token usage (the same counts as the one-shot call).
 
         Beam search cannot stream (its best sequence is only known at the end), so this decodes one
         sequence: greedy unless sampling is asked for. With greedy decoding the pieces join to
         exactly ``fuse(..., num_beams=1).text``. Bad input raises here, before iteration starts.
         Leaving the loop early (break, cancellation) stops the generation at its next token.
 
-        Args:
-            instruction, input, candidates: as for ``fuse``.
-            **generate_overrides: max_new_tokens, do_sample, temperature, top_p, top_k, seed
-                (num_beams other than 1 is refused).
-
-        Returns:
-            an async iterator of str pieces.
-
         Example:
-            >>> async for piece in fuser.stream("Say hi.", "", ["hi", "hello"]):
-            ...     print(piece, end="")
+            >>> async for chunk in fuser.stream("Say hi.", "", ["hi", "hello"]):
+            ...     print(chunk.text, end="")
         """
-        self._check(instruction, input, candidates)
-        params, seed = generation_params(generate_overrides, num_beams=1, max_new_tokens=self.max_new_tokens,
-                                         streaming=True)
-        return self._stream(self.build_input_ids(instruction, input, candidates), params, seed)
+        (prompt,), kwargs, seed, stops = self._prepare([(instruction, input, candidates)], sampling, overrides,
+                                                       streaming=True)
+        return self._stream(prompt, kwargs, seed, stops)
 
-    async def _stream(self, ids: list[int], params: dict[str, Any], seed: Optional[int]) -> AsyncIterator[str]:
-        from transformers import AsyncTextIteratorStreamer
-
-        streamer = AsyncTextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        stop = threading.Event()
-        failure: list[BaseException] = []
-
-        def work() -> None:
-            try:
-                with self._lock:
-                    if not stop.is_set():  # the consumer may have left while we waited for the model
-                        self._generate([ids], params, seed, streamer=streamer, stop=stop)
-            except BaseException as e:  # noqa: BLE001 - handed to the consumer below
-                failure.append(e)
-            finally:
-                # generate ends the stream itself on success; after an error or an early exit the
-                # consumer still needs the end signal. A second signal is never read.
-                try:
-                    streamer.on_finalized_text("", stream_end=True)
-                except RuntimeError:
-                    pass  # the event loop is closed: nobody is listening any more
-
-        thread = threading.Thread(target=work, name=f"fuser-stream-{next(_stream_ids)}", daemon=True)
-        thread.start()
+    async def _stream(self, prompt: list[int], kwargs, seed, stops) -> AsyncIterator[GenerationChunk]:
+        stream = self._worker.stream(prompt, kwargs, seed)
+        matcher = StopMatcher(stops)
         try:
-            async for piece in streamer:
-                if piece:
-                    yield piece
-        finally:
-            stop.set()
-        if failure:
-            err = failure[0]
-            raise err if isinstance(err, GenerationError) else GenerationError(f"fuser stream failed: {err}") from err
+            async for piece in stream:
+                text = matcher.push(piece)
+                if text:
+                    yield GenerationChunk(text=text)
+                if matcher.stopped:
+                    stream.stop()
+        except BlenderError:
+            raise
+        except Exception as exc:
+            raise _failure(exc) from exc
+        tail = matcher.flush()
+        if tail:
+            yield GenerationChunk(text=tail)
+        usage = Usage(prompt_tokens=len(prompt), completion_tokens=len(stream.new_ids))
+        finish = self._worker.finish_reason(stream.new_ids, kwargs["max_new_tokens"], matcher.stopped)
+        yield GenerationChunk(finish_reason=finish, usage=usage)
+
+
+def _failure(exc: BaseException) -> GenerationError:
+    return GenerationError(f"fuser generation failed ({type(exc).__name__}: {exc}); check the device and memory, "
+                           "or lower max_length, max_new_tokens or the batch size")

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import string
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 from blender_serve.errors import InvalidInputError
-from blender_serve.fuser._fit import cut_text, fit_lengths
-from blender_serve.fuser.hf import TransformersFuser, load_pretrained
-
-if TYPE_CHECKING:
-    from blender_serve.config import FuserConfig
+from blender_serve.fuser.hf import TransformersFuser
 
 __all__ = ["PromptedFuser", "DEFAULT_TEMPLATE", "DEFAULT_CANDIDATE_TEMPLATE"]
 
@@ -28,8 +24,6 @@ DEFAULT_CANDIDATE_TEMPLATE = "## Answer {number}\n{text}\n\n"
 
 _TEMPLATE_FIELDS = {"query", "instruction", "input", "candidates", "num_candidates"}
 _CANDIDATE_FIELDS = {"number", "text"}
-# As in GenFuser: candidates shrink to this before the request itself loses tokens.
-_SOFT_FLOOR = 32
 
 
 def _check_template(template: str, allowed: set[str], required: str) -> None:
@@ -56,6 +50,7 @@ class PromptedFuser(TransformersFuser):
     """
 
     kind = "causal"
+    auto_class = "AutoModelForCausalLM"
 
     def __init__(self, model, tokenizer, *, max_length: int = 1024, candidate_max_length: int = 128,
                  num_beams: int = 1, max_new_tokens: int = 128, template: str = DEFAULT_TEMPLATE,
@@ -67,40 +62,6 @@ class PromptedFuser(TransformersFuser):
         self.template = template
         self.candidate_template = candidate_template
         self.system_prompt = system_prompt
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, device: str = "auto", dtype: str = "auto",
-                        device_map: Optional[str] = None, **options) -> "PromptedFuser":
-        """Load a causal LM and its tokenizer (chat template included) as a fuser.
-
-        Args:
-            path_or_id: local directory or hub id of an instruction-tuned causal LM.
-            device: 'auto' (cuda, else mps, else cpu), 'cpu', 'cuda:1'...; ignored with device_map.
-            dtype: 'auto' (bfloat16 on an accelerator, float32 on cpu) or an explicit dtype name.
-            device_map: accelerate device map (e.g. 'auto') to spread a large model.
-            **options: max_length, candidate_max_length, num_beams, max_new_tokens, template,
-                candidate_template, system_prompt.
-
-        Returns:
-            a ready PromptedFuser.
-
-        Example:
-            >>> PromptedFuser.from_pretrained("/models/qwen2.5-7b-instruct", device_map="auto")
-        """
-        from transformers import AutoModelForCausalLM
-
-        model, tokenizer = load_pretrained(AutoModelForCausalLM, path_or_id, device, dtype, device_map)
-        return cls(model, tokenizer, **options)
-
-    @classmethod
-    def _from_config(cls, config: "FuserConfig") -> "PromptedFuser":
-        # FuserConfig's num_beams default (4) is gen_fuser's; a chat LM stays greedy unless told.
-        beams = {"num_beams": config.num_beams} if "num_beams" in config.model_fields_set else {}
-        return cls.from_pretrained(
-            config.path, device=config.device, dtype=config.dtype, device_map=config.device_map,
-            max_length=config.max_length, candidate_max_length=config.candidate_max_length,
-            max_new_tokens=config.max_new_tokens, **beams,
-        )
 
     def format_prompt(self, instruction: str, input: str, candidates: Sequence[str]) -> str:
         """The user message for one request (candidates as given, not cut).
@@ -125,25 +86,6 @@ class PromptedFuser(TransformersFuser):
         system = self.system_prompt + "\n\n" if self.system_prompt else ""
         return self.tokenizer.encode(system + user_message + "\n\nAnswer:\n")
 
-    def build_input_ids(self, instruction: str, input: str, candidates: Sequence[str]) -> list[int]:
-        """The prompt's token ids for one request, at most ``max_length`` tokens.
-
-        Candidates are cut to ``candidate_max_length`` tokens ('...' appended); if the prompt is
-        still too long, candidates are cut further (longest first), then the instruction and input.
-
-        Example:
-            >>> ids = fuser.build_input_ids("Say hi.", "", ["hi", "hello"])
-        """
-        self._check(instruction, input, candidates)
-        texts = [instruction, input, *candidates]
-        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
-        lengths = [len(ids[0]), len(ids[1])] + [min(len(c), self.candidate_max_length) for c in ids[2:]]
-
-        def render(lens: list[int]) -> list[int]:
-            cut = [cut_text(self.tokenizer, t, i, n) for t, i, n in zip(texts, ids, lens)]
-            return self._prompt_ids(self.format_prompt(cut[0], cut[1], cut[2:]))
-
-        n = len(texts)
-        stages = [(list(range(2, n)), min(_SOFT_FLOOR, self.candidate_max_length)), ([0, 1], _SOFT_FLOOR),
-                  (list(range(n)), 0)]
-        return render(fit_lengths(lengths, stages, lambda lens: len(render(lens)), self.max_length))
+    def render_prompt(self, instruction: str, input: str, candidates: Sequence[str]) -> list[int]:
+        """The whole prompt's token ids: the chat template when the tokenizer has one."""
+        return self._prompt_ids(self.format_prompt(instruction, input, candidates))

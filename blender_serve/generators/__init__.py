@@ -15,16 +15,14 @@ from __future__ import annotations
 from typing import Callable, TypeVar
 
 from blender_serve.config import GeneratorConfig
-from blender_serve.errors import InvalidInputError, UnknownModelError
-from blender_serve.generators.base import Generator, NoOptions, StopMatcher, normalize_messages
+from blender_serve.errors import UnknownModelError, validated
+from blender_serve.generators.base import Generator, NoOptions
 
 __all__ = [
     "GENERATORS",
     "Generator",
     "NoOptions",
-    "StopMatcher",
     "build_generator",
-    "normalize_messages",
     "register_generator",
     "ScriptedGenerator",
     "TransformersGenerator",
@@ -67,12 +65,7 @@ def build_generator(config: GeneratorConfig | dict) -> Generator:
     Raises UnknownModelError for an unknown backend (listing the known ones) and InvalidInputError
     for a malformed config or options.
     """
-    if isinstance(config, dict):
-        from blender_serve.generators.base import _validate
-
-        config = _validate(GeneratorConfig, config, "generator config")
-    if not isinstance(config, GeneratorConfig):
-        raise InvalidInputError(f"build_generator needs a GeneratorConfig or a dict, got {type(config).__name__}")
+    config = validated(GeneratorConfig, config, "generator config")
     cls = GENERATORS.get(config.backend)
     if cls is None:
         raise UnknownModelError(

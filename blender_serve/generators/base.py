@@ -16,15 +16,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from blender_serve.config import GeneratorConfig
-from blender_serve.errors import BlenderError, GenerationError, InvalidInputError
+from blender_serve.errors import BlenderError, GenerationError, validated
+from blender_serve.prompts import normalize_messages
 from blender_serve.types import ChatMessage, Generation, GenerationChunk, SamplingParams, Usage
 
-__all__ = ["Generator", "NoOptions", "StopMatcher", "normalize_messages", "truncate_at_stop", "chat_as_plain_prompt"]
-
-_MESSAGE_HINT = "each message is {'role': 'system'|'user'|'assistant', 'content': '<text>'}"
+__all__ = ["Generator", "NoOptions"]
 
 
 class NoOptions(BaseModel):
@@ -62,21 +61,9 @@ class Generator(abc.ABC):
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, config: GeneratorConfig):
-        if isinstance(config, dict):
-            config = _validate(GeneratorConfig, config, "generator config")
-        if not isinstance(config, GeneratorConfig):
-            raise InvalidInputError(
-                f"a generator needs a GeneratorConfig (or a dict of its fields), got {type(config).__name__}"
-            )
-        self.config = config
-        try:
-            self.options = self.Options.model_validate(config.options)
-        except ValidationError as e:
-            fields = ", ".join(self.Options.model_fields) or "none"
-            raise InvalidInputError(
-                f"invalid options for the {self.backend!r} generator {config.name!r}: "
-                f"{_brief(e)}. Valid options: {fields}"
-            ) from None
+        self.config = config = validated(GeneratorConfig, config, "generator config")
+        self.options = validated(self.Options, config.options, f"options of the {self.backend!r} generator {config.name!r}",
+                                 hint=f"valid options: {', '.join(self.Options.model_fields) or 'none'}")
         self._started = False
         self._start_lock: Optional[asyncio.Lock] = None
         self._start_lock_loop: Optional[asyncio.AbstractEventLoop] = None
@@ -108,8 +95,6 @@ class Generator(abc.ABC):
                 return
             try:
                 await self._start()
-            except BlenderError:
-                raise
             except Exception as e:
                 raise GenerationError(
                     f"generator {self.name!r} ({self.backend}) could not start: {type(e).__name__}: {e}"
@@ -228,103 +213,7 @@ class Generator(abc.ABC):
     def _merge_params(self, params: SamplingParams | dict | None) -> SamplingParams:
         if params is None:
             return self.config.sampling.model_copy()
-        if isinstance(params, dict):
-            params = _validate(SamplingParams, params, "sampling params")
-        if not isinstance(params, SamplingParams):
-            raise InvalidInputError(
-                f"params must be a SamplingParams, a dict of its fields or None, got {type(params).__name__}"
-            )
-        return params.merged_over(self.config.sampling)
+        return validated(SamplingParams, params, "sampling params").merged_over(self.config.sampling)
 
     def _failure(self, e: BaseException) -> GenerationError:
         return GenerationError(f"generator {self.name!r} ({self.backend}) failed: {type(e).__name__}: {e}")
-
-
-# ---------------------------------------------------------------------------------- pure helpers
-def normalize_messages(messages: Any) -> list[ChatMessage]:
-    """Check a conversation and return it as a new list of ChatMessage.
-
-    Raises InvalidInputError, naming the offending index, for a non-list, an empty list, an item
-    that is neither a ChatMessage nor a dict of one, a conversation without a user turn, or a last
-    message with empty content.
-    """
-    if isinstance(messages, (str, bytes, dict, ChatMessage)) or not isinstance(messages, Sequence):
-        raise InvalidInputError(
-            f"messages must be a list of chat messages ({_MESSAGE_HINT}), got {type(messages).__name__}"
-        )
-    if not messages:
-        raise InvalidInputError(f"messages is empty: pass at least one user message ({_MESSAGE_HINT})")
-    chat: list[ChatMessage] = []
-    for i, m in enumerate(messages):
-        if isinstance(m, ChatMessage):
-            chat.append(m)
-        elif isinstance(m, dict):
-            chat.append(_validate(ChatMessage, m, f"messages[{i}]", hint=_MESSAGE_HINT))
-        else:
-            raise InvalidInputError(f"messages[{i}] is a {type(m).__name__}; {_MESSAGE_HINT}")
-    if not any(m.role == "user" for m in chat):
-        raise InvalidInputError("messages has no user turn: add a {'role': 'user', 'content': ...} message")
-    if not chat[-1].content.strip():
-        raise InvalidInputError(
-            f"the last message (messages[{len(chat) - 1}]) has empty content: send the text to answer"
-        )
-    return chat
-
-
-def chat_as_plain_prompt(chat: Sequence[ChatMessage]) -> str:
-    """A 'role: content' transcript ending in 'assistant:', for tokenizers without a chat template."""
-    return "".join(f"{m.role}: {m.content}\n" for m in chat) + "assistant:"
-
-
-def truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """``text`` cut before the earliest stop string, and whether one was found."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    return (text, False) if cut < 0 else (text[:cut], True)
-
-
-class StopMatcher:
-    """Applies stop strings to streamed text: emits what is safe, holds back a possible stop prefix.
-
-    ``push(piece)`` returns the text that can be sent now; after a stop string appears, ``stopped``
-    is true and nothing more is returned. ``flush()`` returns the held-back tail at the end.
-    """
-
-    def __init__(self, stops: Sequence[str]):
-        self.stops = [s for s in stops if s]
-        self.stopped = False
-        self._held = ""
-
-    def push(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        if not self.stops:
-            return piece
-        text = self._held + piece
-        cut, hit = truncate_at_stop(text, self.stops)
-        if hit:
-            self.stopped, self._held = True, ""
-            return cut
-        # Longest tail of `text` that could still grow into a stop string.
-        keep = max((k for s in self.stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-        self._held = text[len(text) - keep:] if keep else ""
-        return text[: len(text) - keep]
-
-    def flush(self) -> str:
-        out, self._held = ("" if self.stopped else self._held), ""
-        return out
-
-
-def _validate(model: type[BaseModel], value: Any, what: str, hint: str = "") -> Any:
-    try:
-        return model.model_validate(value)
-    except ValidationError as e:
-        raise InvalidInputError(f"{what} is invalid: {_brief(e)}" + (f"; {hint}" if hint else "")) from None
-
-
-def _brief(e: ValidationError) -> str:
-    """A one-line summary of a pydantic error: 'field: problem' for each problem."""
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "value"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)

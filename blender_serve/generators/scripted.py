@@ -15,7 +15,8 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from blender_serve.generators.base import Generator, truncate_at_stop
+from blender_serve.generators.base import Generator
+from blender_serve.stops import truncate_at_stop
 from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, Usage
 
 __all__ = ["ScriptedGenerator"]

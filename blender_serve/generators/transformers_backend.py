@@ -9,42 +9,19 @@ concurrency use the vllm backend.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from blender_serve.devices import resolve_device, resolve_dtype
 from blender_serve.errors import InvalidInputError
-from blender_serve.generators.base import (
-    Generator,
-    StopMatcher,
-    _Collected,
-    chat_as_plain_prompt,
-    truncate_at_stop,
-)
+from blender_serve.generators.base import Generator, _Collected
+from blender_serve.prompts import chat_as_plain_prompt
+from blender_serve.stops import StopMatcher, truncate_at_stop
 from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, Usage
 
 __all__ = ["TransformersGenerator"]
-
-# transformers resolves its names lazily, and two threads doing a first import at once can see a
-# half-initialised module ("cannot import name AutoModelForCausalLM"): an ensemble starts its
-# generators concurrently, so first imports are serialised here.
-_IMPORT_LOCK = threading.Lock()
-
-
-def _transformers_names():
-    with _IMPORT_LOCK:
-        from transformers import (
-            AsyncTextIteratorStreamer,
-            AutoModelForCausalLM,
-            AutoTokenizer,
-            StoppingCriteriaList,
-        )
-    return AutoModelForCausalLM, AutoTokenizer, AsyncTextIteratorStreamer, StoppingCriteriaList
 
 
 class TransformersOptions(BaseModel):
@@ -76,107 +53,66 @@ class TransformersGenerator(Generator):
 
     def __init__(self, config):
         super().__init__(config)
-        if not config.model:
-            raise InvalidInputError(f"generator {config.name!r} (transformers) needs `model`: a checkpoint directory or hub id")
-        self._model = self._tokenizer = None
-        self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        if not self.config.model:
+            raise InvalidInputError(f"generator {self.name!r} (transformers) needs `model`: a checkpoint directory or hub id")
+        self._worker = None  # a GenerationWorker once started
 
     # ------------------------------------------------------------------------------ lifecycle
     async def _start(self) -> None:
-        # One worker thread = one request on the model at a time, in arrival order.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gen-{self.name}")
-        loop = asyncio.get_running_loop()
-        try:
-            self._model, self._tokenizer = await loop.run_in_executor(self._executor, self._load)
-        except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-            raise
+        self._worker = await asyncio.to_thread(self._load)
 
     def _load(self):
-        import torch
+        from blender_serve.hf_generation import GenerationWorker
+        from blender_serve.loading import load_pretrained
 
-        AutoModelForCausalLM, AutoTokenizer, self._streamer_cls, self._criteria_cls = _transformers_names()
         o = self.options
         if o.torch_threads:
+            import torch
+
             torch.set_num_threads(o.torch_threads)
-        device = resolve_device(o.device) if o.device_map is None else None
-        dtype = resolve_dtype(o.dtype, device or "cuda", half="bfloat16")
-        common: dict[str, Any] = {"trust_remote_code": o.trust_remote_code, "revision": o.revision}
-        if o.gguf_file:
-            common["gguf_file"] = o.gguf_file
-        from blender_serve.local_models import resolve_model_path
-
-        model_path = resolve_model_path(self.config.model)
-        tokenizer = AutoTokenizer.from_pretrained(model_path, **common)
-        kwargs: dict[str, Any] = dict(common, dtype=dtype)
-        if o.device_map is not None:
-            kwargs["device_map"] = o.device_map
-        from blender_serve.devices import MODEL_LOAD_LOCK
-
-        with MODEL_LOAD_LOCK:
-            model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-        if device is not None:
-            model.to(device)
-        model.eval()
-        if tokenizer.pad_token_id is None:  # generate() wants one even at batch 1
-            tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer
+        model, tokenizer, _ = load_pretrained(
+            "AutoModelForCausalLM", self.config.model, device=o.device, dtype=o.dtype, half="bfloat16",
+            device_map=o.device_map, trust_remote_code=o.trust_remote_code, revision=o.revision, gguf_file=o.gguf_file)
+        return GenerationWorker(model, tokenizer, name=self.name)
 
     async def _close(self) -> None:
-        executor, self._executor = self._executor, None
-        self._model = self._tokenizer = None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
 
     # ---------------------------------------------------------------------------- generation
     async def _generate(self, chat: list[ChatMessage], params: SamplingParams) -> _Collected:
         input_ids = self._encode(chat)
-        cancel = threading.Event()
+        kwargs = self._kwargs(params)
         clock = _FirstTokenClock()
-        kwargs = self._generation_kwargs(params, cancel, streamer=clock)
-        try:
-            new_ids = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run, input_ids, kwargs, params.seed
-            )
-        except asyncio.CancelledError:
-            cancel.set()  # a deadline fired: free the model thread at the next token
-            raise
-        raw = self._tokenizer.decode(new_ids, skip_special_tokens=True)
-        text, hit = truncate_at_stop(raw, params.stop)
+        (new_ids,) = await self._worker.arun([input_ids], kwargs, params.seed, streamer=clock)
+        text, hit = truncate_at_stop(self._worker.tokenizer.decode(new_ids, skip_special_tokens=True), params.stop)
         usage = Usage(prompt_tokens=len(input_ids), completion_tokens=len(new_ids))
-        return _Collected(text, usage, self._finish_reason(new_ids, kwargs, hit), clock.first_token_at)
+        return _Collected(text, usage, self._worker.finish_reason(new_ids, kwargs["max_new_tokens"], hit),
+                          clock.first_token_at)
 
     async def _stream(self, chat: list[ChatMessage], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         input_ids = self._encode(chat)
-        cancel = threading.Event()
-        streamer = self._streamer_cls(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = self._generation_kwargs(params, cancel, streamer=streamer)
-        future = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._run, input_ids, kwargs, params.seed
-        )
+        kwargs = self._kwargs(params)
+        stream = self._worker.stream(input_ids, kwargs, params.seed)
         matcher = StopMatcher(params.stop)
-        try:
-            async for piece in streamer:
-                text = matcher.push(piece)
-                if text:
-                    yield GenerationChunk(text=text)
-                if matcher.stopped:
-                    cancel.set()  # keep draining so the thread's end-of-stream is consumed
-            tail = matcher.flush()
-            if tail:
-                yield GenerationChunk(text=tail)
-            new_ids = await future
-        finally:
-            if not future.done():  # the consumer left early or was cancelled
-                cancel.set()
-                future.cancel()
+        async for piece in stream:
+            text = matcher.push(piece)
+            if text:
+                yield GenerationChunk(text=text)
+            if matcher.stopped:
+                stream.stop()  # keep draining so the generation's end is consumed
+        tail = matcher.flush()
+        if tail:
+            yield GenerationChunk(text=tail)
+        new_ids = stream.new_ids
         usage = Usage(prompt_tokens=len(input_ids), completion_tokens=len(new_ids))
-        yield GenerationChunk(finish_reason=self._finish_reason(new_ids, kwargs, matcher.stopped), usage=usage)
+        finish = self._worker.finish_reason(new_ids, kwargs["max_new_tokens"], matcher.stopped)
+        yield GenerationChunk(finish_reason=finish, usage=usage)
 
     # ------------------------------------------------------------------------------- helpers
     def _encode(self, chat: list[ChatMessage]) -> list[int]:
-        tok = self._tokenizer
+        tok = self._worker.tokenizer
         if getattr(tok, "chat_template", None):
             prompt = tok.apply_chat_template(
                 [m.model_dump() for m in chat], add_generation_prompt=True, tokenize=False
@@ -185,63 +121,17 @@ class TransformersGenerator(Generator):
             return tok(prompt, add_special_tokens=False)["input_ids"]
         return tok(chat_as_plain_prompt(chat))["input_ids"]
 
-    def _generation_kwargs(self, params: SamplingParams, cancel: threading.Event, streamer) -> dict:
-        defaults = self._model.generation_config
+    def _kwargs(self, params: SamplingParams) -> dict[str, Any]:
+        from blender_serve.hf_generation import generate_kwargs
+
         # temperature None -> the checkpoint's own default (greedy unless it says do_sample).
-        do_sample = bool(defaults.do_sample) if params.temperature is None else params.temperature > 0
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_tokens or self.options.max_new_tokens,
-            "do_sample": do_sample,
-            "pad_token_id": self._tokenizer.pad_token_id,
-            "stopping_criteria": self._criteria_cls([_Cancelled(cancel)]),
-            "streamer": streamer,
-        }
-        if do_sample:
-            for key in ("temperature", "top_p", "top_k"):
-                if getattr(params, key) is not None:
-                    kwargs[key] = getattr(params, key)
-        else:  # the checkpoint's sampling knobs would only trigger "unused flag" warnings
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
-        return kwargs
-
-    def _run(self, input_ids: list[int], kwargs: dict, seed: Optional[int]) -> list[int]:
-        """On the model thread: one generate() call; returns the new token ids."""
-        import torch
-
-        streamer = kwargs["streamer"]
-        try:
-            model = self._model
-            ids = torch.tensor([input_ids], device=model.device)
-            with torch.inference_mode():
-                if seed is not None:
-                    # Global RNG is fine here: this thread is the only one sampling from this model.
-                    torch.manual_seed(seed)
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-            return out[0, len(input_ids):].tolist()
-        except BaseException:
-            streamer.end()  # unblock a stream consumer; the raised error reaches it through the future
-            raise
-
-    def _finish_reason(self, new_ids: list[int], kwargs: dict, stopped: bool) -> str:
-        eos = self._model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if stopped or (new_ids and new_ids[-1] in eos_ids):
-            return "stop"
-        return "length" if len(new_ids) >= kwargs["max_new_tokens"] else "stop"
-
-
-class _Cancelled:
-    """A stopping criterion that ends generation once its event is set (client gone, deadline)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        default = bool(self._worker.model.generation_config.do_sample)
+        return generate_kwargs(
+            max_new_tokens=params.max_tokens or self.options.max_new_tokens,
+            do_sample=default if params.temperature is None else params.temperature > 0,
+            temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+            stop=params.stop, tokenizer=self._worker.tokenizer,
+        )
 
 
 class _FirstTokenClock:

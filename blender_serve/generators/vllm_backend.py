@@ -16,7 +16,8 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from blender_serve.errors import InvalidInputError
-from blender_serve.generators.base import Generator, chat_as_plain_prompt
+from blender_serve.generators.base import Generator
+from blender_serve.prompts import chat_as_plain_prompt
 from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, Usage
 
 __all__ = ["VLLMGenerator"]
@@ -56,8 +57,8 @@ class VLLMGenerator(Generator):
 
     def __init__(self, config):
         super().__init__(config)
-        if not config.model:
-            raise InvalidInputError(f"generator {config.name!r} (vllm) needs `model`: a checkpoint directory or hub id")
+        if not self.config.model:
+            raise InvalidInputError(f"generator {self.name!r} (vllm) needs `model`: a checkpoint directory or hub id")
         self._engine = None
         self._defaults: dict[str, Any] = {}
 
@@ -156,6 +157,6 @@ class VLLMGenerator(Generator):
 
 
 def _resolve(model: str) -> str:
-    from blender_serve.local_models import resolve_model_path
+    from blender_serve.loading import resolve_model_path
 
     return resolve_model_path(model)

@@ -9,7 +9,7 @@ from blender_serve.ranker.aggregation import (
     max_wins_scores,
     register_strategy,
 )
-from blender_serve.ranker.checkpoint import PREFIX_TOKENS
+from blender_serve.ranker.layout import PREFIX_TOKENS
 from blender_serve.ranker.ranker import COMPARE_MODES, PairRanker
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Reading and writing PairRanker checkpoints in both published layouts.
+"""Reading PairRanker checkpoints in both published layouts (the format itself: ``layout.py``).
 
 1. Original (llm-blender/PairRM): ``config.json`` is a *ranker* config (``ranker_type``,
    ``model_name`` of the backbone, ``source_maxlength``, ``candidate_maxlength``, ``n_tasks``...);
@@ -15,23 +15,20 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from blender_serve.errors import CheckpointError
+from blender_serve.loading import resolve_checkpoint_dir
+from blender_serve.ranker.layout import (
+    BACKBONE_CONFIG_FILE,
+    DEFAULT_CANDIDATE_MAXLENGTH,
+    DEFAULT_SOURCE_MAXLENGTH,
+    PREFIX_TOKENS,
+)
 
-__all__ = ["RankerCheckpoint", "PREFIX_TOKENS", "resolve_checkpoint_dir", "read_checkpoint", "write_original_layout"]
+__all__ = ["RankerCheckpoint", "read_checkpoint"]
 
 logger = logging.getLogger(__name__)
-
-# Added to the backbone's tokenizer in this order (ids 128001..128004 for DeBERTa-v3).
-PREFIX_TOKENS = ("<|source|>", "<|candidate1|>", "<|candidate2|>", "<|candidate|>")
-
-# Published defaults of PairRM (tokens, specials included).
-DEFAULT_SOURCE_MAXLENGTH = 1224
-DEFAULT_CANDIDATE_MAXLENGTH = 412
-
-# Written by save_pretrained so that a saved original-layout ranker is self-contained.
-BACKBONE_CONFIG_FILE = "backbone_config.json"
 
 
 @dataclasses.dataclass
@@ -45,31 +42,6 @@ class RankerCheckpoint:
     state_dict: dict
     ranker_config: dict  # original-layout keys (source_maxlength, n_tasks, ...), normalised
     backbone_name: str
-
-
-def resolve_checkpoint_dir(path_or_id: str | os.PathLike) -> Path:
-    """A local directory as is; otherwise a hub id, downloaded once through huggingface_hub.
-
-    (The hub path is for real deployments; nothing here is tested against the hub, which these
-    machines cannot reach.)
-    """
-    from blender_serve.local_models import resolve_model_path
-
-    path_or_id = resolve_model_path(str(path_or_id))
-    path = Path(path_or_id).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise CheckpointError(f"{path} is a file; pass the checkpoint *directory* that holds config.json")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(path_or_id)))
-    except Exception as exc:  # offline, unknown repo, no permission...
-        raise CheckpointError(
-            f"{path_or_id!r} is not a local directory and could not be fetched from the hub ({exc}); "
-            "pass the path of a downloaded PairRM checkpoint"
-        ) from exc
 
 
 def _load_state_dict(directory: Path) -> dict:
@@ -115,6 +87,16 @@ def _add_prefix_tokens(tokenizer) -> None:
         tokenizer.add_tokens(list(PREFIX_TOKENS))
 
 
+def _ranker_fields(cfg: dict) -> dict[str, Any]:
+    """The ranker's own settings from either layout's config.json (PairRM's published defaults when absent)."""
+    return {
+        "source_maxlength": int(cfg.get("source_maxlength") or DEFAULT_SOURCE_MAXLENGTH),
+        "candidate_maxlength": int(cfg.get("candidate_maxlength") or DEFAULT_CANDIDATE_MAXLENGTH),
+        "n_tasks": int(cfg.get("n_tasks", 1)),
+        "drop_out": float(cfg.get("drop_out", 0.05)),
+    }
+
+
 def _read_original(directory: Path, cfg: dict) -> RankerCheckpoint:
     from transformers import AutoConfig
 
@@ -132,14 +114,8 @@ def _read_original(directory: Path, cfg: dict) -> RankerCheckpoint:
         backbone_config = AutoConfig.from_pretrained(str(saved_backbone if saved_backbone.exists() else backbone_name))
     except Exception as exc:
         raise CheckpointError(f"cannot load the backbone config of {backbone_name!r}: {exc}") from exc
-    ranker_config = {
-        "source_maxlength": int(cfg.get("source_maxlength") or DEFAULT_SOURCE_MAXLENGTH),
-        "candidate_maxlength": int(cfg.get("candidate_maxlength") or DEFAULT_CANDIDATE_MAXLENGTH),
-        "n_tasks": int(cfg.get("n_tasks", 1)),
-        "drop_out": float(cfg.get("drop_out", 0.05)),
-    }
-    extra = {k: v for k, v in cfg.items() if k not in ranker_config}
-    ranker_config["original"] = extra
+    ranker_config = _ranker_fields(cfg)
+    ranker_config["original"] = {k: v for k, v in cfg.items() if k not in ranker_config}
     return RankerCheckpoint("original", directory, backbone_config, tokenizer, _load_state_dict(directory),
                             ranker_config, str(backbone_name))
 
@@ -149,13 +125,7 @@ def _read_hf(directory: Path, cfg: dict) -> RankerCheckpoint:
 
     config = AutoConfig.from_pretrained(str(directory))
     tokenizer = _load_tokenizer(directory)
-    ranker_config = {
-        "source_maxlength": int(cfg.get("source_maxlength") or DEFAULT_SOURCE_MAXLENGTH),
-        "candidate_maxlength": int(cfg.get("candidate_maxlength") or DEFAULT_CANDIDATE_MAXLENGTH),
-        "n_tasks": int(cfg.get("n_tasks", 1)),
-        "drop_out": float(cfg.get("drop_out", 0.05)),
-    }
-    return RankerCheckpoint("hf", directory, config, tokenizer, _load_state_dict(directory), ranker_config,
+    return RankerCheckpoint("hf", directory, config, tokenizer, _load_state_dict(directory), _ranker_fields(cfg),
                             str(cfg.get("_name_or_path") or directory))
 
 
@@ -179,48 +149,3 @@ def read_checkpoint(path_or_id: str | os.PathLike) -> RankerCheckpoint:
         )
     _add_prefix_tokens(ckpt.tokenizer)
     return ckpt
-
-
-def write_original_layout(directory: Path, state_dict: dict, backbone_config, tokenizer, ranker_config: dict,
-                          backbone_name: Optional[str]) -> None:
-    """Write the original PairRM layout (ranker config.json + model.safetensors), plus the tokenizer
-    and backbone config beside it so the directory loads with no network. The reference library
-    reads the same directory (it ignores the extra files and takes the tokenizer from model_name)."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(str(directory))
-    backbone_config.to_json_file(str(directory / BACKBONE_CONFIG_FILE))
-    config = {
-        "ranker_type": "pairranker",
-        "model_type": _reference_model_type(backbone_config),
-        "model_name": backbone_name or str(directory),
-        "cache_dir": None,
-        "load_checkpoint": None,
-        "source_maxlength": ranker_config["source_maxlength"],
-        "candidate_maxlength": ranker_config["candidate_maxlength"],
-        "n_tasks": ranker_config["n_tasks"],
-        "drop_out": ranker_config["drop_out"],
-        "num_pos": 5, "num_neg": 5, "sub_sampling_mode": "all_pair", "sub_sampling_ratio": 0.4,
-        "loss_type": "instructgpt", "reduce_type": "linear", "inference_mode": "bubble",
-        "fp16": True, "device": None,
-    }
-    config.update({k: v for k, v in ranker_config.get("original", {}).items() if k not in ("model_name",)})
-    config["ranker_type"] = "pairranker"
-    (directory / "config.json").write_text(json.dumps(config, indent=2))
-    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(directory / "model.safetensors"))
-
-
-def _reference_model_type(backbone_config) -> str:
-    # The reference picks its backbone class by prefix of this string.
-    mt = getattr(backbone_config, "model_type", "") or ""
-    if mt.startswith("deberta"):
-        return "deberta"
-    if mt.startswith("xlm-roberta"):
-        return "xlm-roberta"
-    if mt.startswith("roberta"):
-        return "roberta"
-    if mt.startswith("bert"):
-        return "bert"
-    return mt

@@ -17,7 +17,7 @@ import dataclasses
 from typing import Sequence
 
 from blender_serve.errors import CheckpointError
-from blender_serve.ranker.checkpoint import PREFIX_TOKENS
+from blender_serve.ranker.layout import PREFIX_TOKENS
 
 __all__ = ["PairEncoder", "EncodedGroup"]
 

@@ -8,6 +8,7 @@ tokens, and padded per batch (dynamic padding), under ``torch.inference_mode``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -18,7 +19,8 @@ import numpy as np
 from blender_serve.devices import resolve_device, resolve_dtype
 from blender_serve.errors import CheckpointError, InvalidInputError
 from blender_serve.ranker.aggregation import get_strategy
-from blender_serve.ranker.checkpoint import RankerCheckpoint, read_checkpoint, write_original_layout
+from blender_serve.ranker.checkpoint import RankerCheckpoint, read_checkpoint
+from blender_serve.ranker.layout import write_original_layout
 from blender_serve.ranker.encoding import EncodedGroup, PairEncoder
 from blender_serve.types import RankResult
 
@@ -95,7 +97,6 @@ class PairRanker:
             seed: seed of the bubble strategy's shuffle.
         """
         import torch
-        from transformers import AutoModel
 
         ckpt = read_checkpoint(path_or_id)
         device = resolve_device(device)
@@ -116,6 +117,8 @@ class PairRanker:
         from blender_serve.devices import MODEL_LOAD_LOCK
 
         with MODEL_LOAD_LOCK:
+            from transformers import AutoModel
+
             backbone = AutoModel.from_config(config)
         from blender_serve.ranker.model import PairRankerModel
 
@@ -148,11 +151,12 @@ class PairRanker:
         """Save in the original PairRM layout (ranker config.json + model.safetensors), with the
         tokenizer and backbone config beside it so it reloads offline."""
         ckpt = self._checkpoint
-        ranker_config = dict(ckpt.ranker_config) if ckpt else {"n_tasks": self.model.n_tasks, "drop_out": 0.05}
-        ranker_config["source_maxlength"] = self.encoder.source_max_length
-        ranker_config["candidate_maxlength"] = self.encoder.candidate_max_length
         write_original_layout(directory, self.model.state_dict(), self.model.pretrained_model.config, self.tokenizer,
-                              ranker_config, ckpt.backbone_name if ckpt else None)
+                              backbone_name=ckpt.backbone_name if ckpt else None,
+                              source_maxlength=self.encoder.source_max_length,
+                              candidate_maxlength=self.encoder.candidate_max_length, n_tasks=self.model.n_tasks,
+                              drop_out=ckpt.ranker_config["drop_out"] if ckpt else 0.05,
+                              extra=ckpt.ranker_config.get("original") if ckpt else None)
 
     # ------------------------------------------------------------------ scoring
     def _score(self, items: list[tuple[list[int], tuple[int, int, int]]]) -> np.ndarray:
@@ -243,9 +247,11 @@ class PairRanker:
     async def arank(self, source: str, candidates: Sequence[str], strategy: str = "max_logits",
                     top_k: Optional[int] = None) -> RankResult:
         """``rank`` in a worker thread, so an event loop keeps serving while the encoder runs."""
-        import asyncio
-
         return await asyncio.to_thread(self.rank, source, candidates, strategy, top_k)
+
+    async def acompare(self, source: str, candidate_a: str, candidate_b: str, mode: str = "both") -> float:
+        """``compare`` in a worker thread."""
+        return await asyncio.to_thread(self.compare, source, candidate_a, candidate_b, mode)
 
     def rank_batch(self, sources: Sequence[str], candidates: Sequence[Sequence[str]], strategy: str = "max_logits",
                    top_k: Optional[int] = None, seed: Optional[int] = None) -> list[RankResult]:

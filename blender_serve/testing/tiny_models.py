@@ -110,22 +110,18 @@ def _random_pairrm_state(backbone_dir: Path, n_tasks: int, seed: int) -> tuple[d
 
 def build_pairrm_original(out_dir: Path, backbone_dir: Path, n_tasks: int = 1, seed: int = 1,
                           source_maxlength: int = 128, candidate_maxlength: int = 64) -> Path:
-    """A ranker in the original llm-blender/PairRM layout: ranker config.json + model.safetensors."""
+    """A ranker in the original llm-blender/PairRM layout: ranker config.json + model.safetensors,
+    with no tokenizer beside them (it comes from ``model_name``, the backbone directory)."""
     from safetensors.torch import save_file
+
+    from blender_serve.ranker.layout import write_original_config
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state, _, _ = _random_pairrm_state(Path(backbone_dir), n_tasks, seed)
     save_file(state, str(out_dir / "model.safetensors"))
-    config = {
-        "ranker_type": "pairranker", "model_type": "deberta", "model_name": str(backbone_dir),
-        "cache_dir": None, "load_checkpoint": None,
-        "source_maxlength": source_maxlength, "candidate_maxlength": candidate_maxlength,
-        "n_tasks": n_tasks, "num_pos": 5, "num_neg": 5, "sub_sampling_mode": "all_pair",
-        "sub_sampling_ratio": 0.4, "loss_type": "instructgpt", "reduce_type": "linear",
-        "inference_mode": "bubble", "drop_out": 0.05, "fp16": True, "device": None,
-    }
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    write_original_config(out_dir, model_type="deberta-v2", model_name=str(backbone_dir), n_tasks=n_tasks,
+                          source_maxlength=source_maxlength, candidate_maxlength=candidate_maxlength)
     return out_dir
 
 
@@ -174,6 +170,27 @@ def build_gen_fuser(out_dir: Path, seed: int = 2) -> Path:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_talkative_gen_fuser(out_dir: Path, gen_fuser_dir: Path, seed: int = 0) -> Path:
+    """The tiny gen_fuser with larger random weights, and no special token but eos among its likely
+    outputs. The plain tiny T5 repeats one token ("iiii") or a sentinel (empty once specials are
+    skipped), which would make equalities about its text vacuous; this one writes varied words."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gen_fuser_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(gen_fuser_dir)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" not in name:
+                p.normal_(0.0, 0.3)
+        head = model.lm_head.weight
+        head[[i for i in tokenizer.all_special_ids if i != tokenizer.eos_token_id]] = 0.0  # logit 0: never the max
+        head[tokenizer.eos_token_id] *= 0.5  # eos now and then, rarely first
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
 
 
 CHAT_TEMPLATE = (

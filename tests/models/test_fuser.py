@@ -4,14 +4,15 @@ streaming, errors. The pure helpers are tested in test_fuser_units.py."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+from unittest.mock import ANY
 
 import pytest
 
 from blender_serve.config import FuserConfig
 from blender_serve.errors import CheckpointError, GenerationError, InvalidInputError
-from blender_serve.fuser import FUSE_SUFFIX, Fuser, GenFuser, PromptedFuser, build_fuser
+from blender_serve.fuser import FUSE_SUFFIX, GenFuser, PromptedFuser, build_fuser
+from blender_serve.types import SamplingParams
 
 CANDS = ["Paris is the capital of France.", "The capital is Paris, a city on the Seine.", "Rome"]
 ITEMS = [
@@ -36,32 +37,8 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def talkative_dir(gen_fuser_dir, tmp_path_factory):
-    """gen_fuser_dir with larger random weights and no special tokens but eos among its likely
-    outputs: the fixture's T5 repeats one <extra_id_N> (empty text once specials are skipped),
-    which would make every equality below vacuous."""
-    import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(gen_fuser_dir)
-    model = AutoModelForSeq2SeqLM.from_pretrained(gen_fuser_dir)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "layer_norm" not in name:
-                p.normal_(0.0, 0.3)
-        head = model.lm_head.weight
-        head[[i for i in tokenizer.all_special_ids if i != tokenizer.eos_token_id]] = 0.0  # logit 0: never the max
-        head[tokenizer.eos_token_id] *= 0.5  # eos now and then, rarely first
-    out = tmp_path_factory.mktemp("talkative-gen-fuser")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def gen_fuser(talkative_dir):
-    return GenFuser.from_pretrained(str(talkative_dir), device="cpu", max_new_tokens=12)
+def gen_fuser(talkative_fuser_dir):
+    return GenFuser.from_pretrained(str(talkative_fuser_dir), device="cpu", max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +147,7 @@ def test_fuse_is_deterministic_text_and_counts_usage(gen_fuser):
     assert gen_fuser.fuse(*ITEMS[0], num_beams=1, max_new_tokens=3).usage.completion_tokens <= 3
     # Counting stops at eos whatever pads a finished row (seq2seq rows start with the decoder start).
     rows = torch.tensor([[0, 5, eos, 0, 0], [0, 5, 6, 7, 8], [0, eos, 9, eos, 0]])
-    assert gen_fuser._completions(rows, prompt_width=99) == [[5, eos], [5, 6, 7, 8], [eos]]
+    assert gen_fuser._worker._completions(rows, prompt_width=99) == [[5, eos], [5, 6, 7, 8], [eos]]
 
 
 def test_overrides_temperature_zero_is_greedy_and_seed_repeats_samples(gen_fuser):
@@ -203,7 +180,11 @@ def test_fuse_batch_equals_per_item_fuse(request, fuser_name):
 # -- streaming and async -----------------------------------------------------------------------
 
 async def _collect(stream):
-    return [piece async for piece in stream]
+    return [chunk.text async for chunk in stream if chunk.text]
+
+
+async def _chunks(stream):
+    return [chunk async for chunk in stream]
 
 
 @pytest.mark.parametrize("fuser_name", ["gen_fuser", "prompted"])
@@ -222,8 +203,33 @@ def test_stream_joins_to_the_greedy_one_shot_text(request, fuser_name):
         fuser.stream("q", "", [])
 
 
-def _stream_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("fuser-stream-")]
+@pytest.mark.parametrize("fuser_name", ["gen_fuser", "prompted"])
+def test_stream_ends_with_the_usage_and_finish_reason_of_the_one_shot_call(request, fuser_name):
+    fuser = request.getfixturevalue(fuser_name)
+    for item in ITEMS:
+        chunks = asyncio.run(_chunks(fuser.stream(*item, max_new_tokens=24)))
+        one_shot = fuser.fuse(*item, num_beams=1, max_new_tokens=24)
+        assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
+        assert chunks[-1].usage == one_shot.usage and chunks[-1].usage.completion_tokens > 0
+        assert chunks[-1].finish_reason == one_shot.finish_reason
+
+
+def test_request_sampling_bounds_the_answer_with_the_fuser_as_cap(gen_fuser):
+    greedy = gen_fuser.fuse(*ITEMS[0], num_beams=1)  # the fixture's cap: 12 new tokens
+    assert greedy.usage.completion_tokens == 12 and greedy.finish_reason == "length"
+    short = gen_fuser.fuse(*ITEMS[0], SamplingParams(max_tokens=3), num_beams=1)
+    assert short.usage.completion_tokens == 3 and greedy.text.startswith(short.text.rstrip())
+    assert gen_fuser.fuse(*ITEMS[0], SamplingParams(max_tokens=10_000), num_beams=1) == greedy.model_copy(
+        update={"latency_s": ANY})  # the request cannot raise the operator's cap
+    # A stop string cuts the answer, one-shot and streamed alike, and ends it with finish 'stop'.
+    item, full = next((i, o) for i, o in ((i, gen_fuser.fuse(*i, num_beams=1)) for i in ITEMS) if len(o.text.split()) >= 3)
+    stop = full.text.split()[1]
+    expected = full.text[:full.text.index(stop)]
+    cut = gen_fuser.fuse(*item, SamplingParams(stop=[stop]), num_beams=1)
+    assert (cut.text, cut.finish_reason) == (expected, "stop")
+    chunks = asyncio.run(_chunks(gen_fuser.stream(*item, SamplingParams(stop=[stop]))))
+    assert "".join(c.text for c in chunks) == expected and chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage.completion_tokens < full.usage.completion_tokens  # the generation ended early
 
 
 def test_cancelled_stream_stops_generation(gen_fuser):
@@ -248,14 +254,35 @@ def test_cancelled_stream_stops_generation(gen_fuser):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        # Wait with the loop still running, as a server's does (a closed loop ends it anyway).
-        deadline = time.monotonic() + 10
-        while _stream_threads() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert not _stream_threads(), "the generation thread kept running after the consumer left"
+        # The model's one worker thread is free again: a short call gets through at once, which it
+        # could not if the 20000-token generation were still running.
+        t0 = time.monotonic()
+        out = await asyncio.wait_for(endless.afuse(*ITEMS[0], num_beams=1, max_new_tokens=2), 30)
+        assert out.usage.completion_tokens == 2 and time.monotonic() - t0 < 10
 
     asyncio.run(consume_then_cancel())
-    assert endless.fuse(*ITEMS[0], num_beams=1).usage.completion_tokens == 128  # the lock was released
+    assert endless.fuse(*ITEMS[0], num_beams=1).usage.completion_tokens == 128
+
+
+def test_cancelled_afuse_stops_generation(gen_fuser):
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(gen_fuser.model)
+    with torch.no_grad():
+        model.lm_head.weight[gen_fuser.tokenizer.eos_token_id] = 0.0
+    endless = GenFuser(model, gen_fuser.tokenizer)
+
+    async def deadline_then_call_again():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(endless.afuse(*ITEMS[0], num_beams=1, max_new_tokens=20000), 1.0)
+        t0 = time.monotonic()
+        out = await asyncio.wait_for(endless.afuse(*ITEMS[0], num_beams=1, max_new_tokens=2), 30)
+        return out, time.monotonic() - t0
+
+    out, waited = asyncio.run(deadline_then_call_again())
+    assert out.usage.completion_tokens == 2 and waited < 10
 
 
 def test_stream_reports_a_failing_generation_instead_of_hanging(gen_fuser):
@@ -307,7 +334,7 @@ def test_prompted_prompt_uses_chat_template_and_numbers_candidates(prompted):
 
     eos, pad = tok.eos_token_id, tok.pad_token_id
     rows = torch.tensor([[pad, 7, 5, eos, pad], [7, 8, 5, 6, 9]])
-    assert prompted._completions(rows, prompt_width=2) == [[5, eos], [5, 6, 9]]
+    assert prompted._worker._completions(rows, prompt_width=2) == [[5, eos], [5, 6, 9]]
     assert out == prompted.fuse(*ITEMS[0]).model_copy(update={"latency_s": out.latency_s})  # greedy default
 
 
@@ -350,10 +377,12 @@ def test_build_fuser_and_from_config(gen_fuser_dir, causal_lm_dir):
     assert isinstance(seq, GenFuser) and seq.model.dtype == torch.float32
     assert (seq.num_beams, seq.max_new_tokens, seq.candidate_max_length, seq.max_length) == (2, 5, 16, 512)
     assert seq.fuse(*ITEMS[0]).usage.completion_tokens == 5  # the fixture never emits eos
-    causal = Fuser.from_config(FuserConfig(kind="causal", path=str(causal_lm_dir), device="cpu", dtype="bfloat16"))
+    causal = build_fuser(FuserConfig(kind="causal", path=str(causal_lm_dir), device="cpu", dtype="bfloat16"))
     assert isinstance(causal, PromptedFuser) and causal.num_beams == 1 and causal.model.dtype == torch.bfloat16
     assert PromptedFuser.from_config(FuserConfig(kind="causal", path=str(causal_lm_dir), num_beams=3)).num_beams == 3
     with pytest.raises(InvalidInputError, match="kind"):
         GenFuser.from_config(FuserConfig(kind="causal", path=str(causal_lm_dir)))
-    with pytest.raises(CheckpointError, match="cannot load"):
+    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
         build_fuser(FuserConfig(path=str(gen_fuser_dir / "missing"), device="cpu"))
+    with pytest.raises(CheckpointError, match="cannot load"):
+        build_fuser(FuserConfig(path=str(gen_fuser_dir.parent), device="cpu"))  # a directory, but no model

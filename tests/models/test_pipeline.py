@@ -19,6 +19,7 @@ from blender_serve import (
     UnknownStrategyError,
 )
 from blender_serve.pipeline import Blender
+from blender_serve.types import SamplingParams
 
 
 def _scripted(name, template=None, **options):
@@ -26,11 +27,13 @@ def _scripted(name, template=None, **options):
 
 
 @pytest.fixture(scope="module")
-def components(pairrm_original, gen_fuser_dir):
+def components(pairrm_original, talkative_fuser_dir):
     from blender_serve.fuser import GenFuser
     from blender_serve.ranker import PairRanker
 
-    return PairRanker.from_pretrained(pairrm_original, device="cpu"), GenFuser.from_pretrained(gen_fuser_dir, device="cpu", max_new_tokens=8)
+    # One beam: a one-shot and a streamed blend then run the very same (greedy) fusion.
+    return (PairRanker.from_pretrained(pairrm_original, device="cpu"),
+            GenFuser.from_pretrained(talkative_fuser_dir, device="cpu", max_new_tokens=8, num_beams=1))
 
 
 def _blender(components, generators, **kw):
@@ -181,3 +184,62 @@ def test_empty_fusion_falls_back_to_the_top_candidate(components):
                       ranker=components[0], fuser=EmptyFuser())
     result = blender.blend_sync("hello")
     assert not result.fused and result.text == result.candidates[0].text and result.errors["fuser"] == "returned an empty answer"
+
+
+# -- the request's settings reach the fuser, and usage counts every model, streamed or not --------
+
+def _fused_tokens(result) -> int:
+    return result.usage.completion_tokens - sum(c.usage.completion_tokens for c in result.candidates)
+
+
+def _streamed(blender, prompt, **kw):
+    async def run():
+        stream = blender.stream(prompt, **kw)
+        pieces = [p async for p in stream]
+        return pieces, stream.result
+
+    return asyncio.run(run())
+
+
+def test_streamed_and_one_shot_blends_report_the_same_usage(components):
+    blender = _blender(components, THREE, top_k=2, fusion="always")  # the fuser decodes greedily, one beam
+    one_shot = blender.blend_sync("What is the capital of France?")
+    pieces, streamed = _streamed(blender, "What is the capital of France?")
+    assert streamed.fused and "".join(pieces) == streamed.text == one_shot.text
+    assert streamed.usage == one_shot.usage
+    assert _fused_tokens(streamed) == _fused_tokens(one_shot) > 0  # the fuser's tokens are counted
+
+
+def test_max_tokens_and_stop_bound_the_fused_answer(components):
+    ranker, fuser = components
+    blender = _blender(components, THREE, top_k=2, fusion="always")
+    prompt = "What is the capital of France?"
+    free = blender.blend_sync(prompt)
+    assert _fused_tokens(free) == fuser.max_new_tokens and free.finish_reason == "length"  # the fuser's own cap
+    short = blender.blend_sync(prompt, sampling={"max_tokens": 3})
+    expected = fuser.fuse(prompt, "", [c.text for c in short.candidates[:2]], SamplingParams(max_tokens=3))
+    assert short.fused and short.text == expected.text and _fused_tokens(short) == 3
+    assert short.finish_reason == "length"
+    pieces, streamed = _streamed(blender, prompt, sampling={"max_tokens": 3})
+    assert "".join(pieces) == short.text and _fused_tokens(streamed) == 3
+    # A request may lower the fuser's budget, never raise it.
+    assert _fused_tokens(blender.blend_sync(prompt, sampling={"max_tokens": 200})) == fuser.max_new_tokens
+    # A stop string ends the fused answer, one-shot and streamed alike.
+    stop = free.text[len(free.text) // 2:][:3]
+    stopped = blender.blend_sync(prompt, sampling={"stop": [stop]})
+    chosen = [c.text for c in stopped.candidates if c.chosen]
+    expected = fuser.fuse(prompt, "", chosen, SamplingParams(stop=[stop]))
+    assert stopped.fused and stopped.text == expected.text and stop not in stopped.text
+    assert fuser.fuse(prompt, "", chosen).text.startswith(stopped.text) and stopped.finish_reason == "stop"
+    pieces, streamed = _streamed(blender, prompt, sampling={"stop": [stop]})
+    assert "".join(pieces) == stopped.text
+
+
+def test_seed_and_temperature_reach_the_fuser(components):
+    blender = _blender(components, THREE, top_k=2, fusion="always")
+    hot = {"temperature": 1.5, "seed": 3}
+    a, b = (blender.blend_sync("Name a colour", sampling=hot) for _ in range(2))
+    assert a.text == b.text  # seeded: repeatable
+    samples = {blender.blend_sync("Name a colour", sampling={"temperature": 2.0, "seed": s}).text for s in range(4)}
+    greedy = blender.blend_sync("Name a colour").text
+    assert len(samples | {greedy}) > 1  # temperature really samples the fused answer

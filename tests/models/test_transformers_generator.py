@@ -189,7 +189,7 @@ def test_a_missing_checkpoint_fails_at_start_with_generation_error(tmp_path):
     from blender_serve import GenerationError
 
     gen = build_generator({"name": "ghost", "backend": "transformers", "model": str(tmp_path / "nothing-here")})
-    with pytest.raises(GenerationError, match="'ghost' \\(transformers\\) could not start"):
+    with pytest.raises(GenerationError, match="'ghost' \\(transformers\\) could not start: CheckpointError: .*no such"):
         run(gen.generate(USER))
     assert not gen.started
 

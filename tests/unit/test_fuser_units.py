@@ -12,6 +12,7 @@ from blender_serve.errors import InvalidInputError
 from blender_serve.fuser import FUSERS, GenFuser, PromptedFuser, check_item, format_fuse_input
 from blender_serve.fuser._fit import fit_lengths, water_fill
 from blender_serve.fuser.hf import generation_params
+from blender_serve.types import SamplingParams
 
 
 def test_water_fill_cuts_longest_first_evenly_and_respects_floors():
@@ -33,20 +34,36 @@ def test_fit_lengths_cuts_stages_in_order_and_raises_when_impossible():
 
 
 def test_generation_params_defaults_overrides_and_errors():
-    assert generation_params({}, num_beams=4, max_new_tokens=128) == (
-        {"num_beams": 4, "max_new_tokens": 128, "do_sample": False}, None)
-    params, seed = generation_params({"temperature": 0.7, "top_p": 0.9, "seed": 3, "top_k": None},
-                                     num_beams=4, max_new_tokens=128)
-    assert params == {"num_beams": 1, "max_new_tokens": 128, "do_sample": True, "temperature": 0.7, "top_p": 0.9}
-    assert seed == 3
+    greedy = {"num_beams": 4, "max_new_tokens": 128, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    assert generation_params({}, num_beams=4, max_new_tokens=128) == (greedy, None, [])
+    params, seed, stops = generation_params({"temperature": 0.7, "top_p": 0.9, "seed": 3, "top_k": None, "stop": "END"},
+                                            num_beams=4, max_new_tokens=128)
+    assert params == {"num_beams": 1, "max_new_tokens": 128, "do_sample": True, "temperature": 0.7, "top_p": 0.9,
+                      "top_k": None}
+    assert (seed, stops) == (3, ["END"])
     assert generation_params({"temperature": 0}, num_beams=4, max_new_tokens=9)[0]["do_sample"] is False
     assert generation_params({}, num_beams=4, max_new_tokens=9, streaming=True)[0]["num_beams"] == 1
     for bad in ({"beams": 2}, {"num_beams": 0}, {"max_new_tokens": 1.5}, {"top_p": 0}, {"temperature": -1},
-                {"top_k": -1}):
+                {"top_k": -1}, {"stop": [3]}):
         with pytest.raises(InvalidInputError):
             generation_params(bad, num_beams=4, max_new_tokens=9)
     with pytest.raises(InvalidInputError, match="stream"):
         generation_params({"num_beams": 4}, num_beams=4, max_new_tokens=9, streaming=True)
+
+
+def test_request_sampling_reaches_the_fuser_with_its_config_as_default_and_cap():
+    def settings(sampling, **overrides):
+        return generation_params(overrides, sampling=sampling, num_beams=4, max_new_tokens=100)
+
+    assert settings(SamplingParams(max_tokens=12))[0]["max_new_tokens"] == 12
+    assert settings(SamplingParams(max_tokens=5000))[0]["max_new_tokens"] == 100  # the operator's bound holds
+    assert settings(SamplingParams())[0]["max_new_tokens"] == 100
+    params, seed, stops = settings(SamplingParams(temperature=0.5, top_p=0.8, seed=11, stop=["\n\n", "END"]))
+    assert (params["do_sample"], params["temperature"], params["top_p"], params["num_beams"]) == (True, 0.5, 0.8, 1)
+    assert (seed, stops) == (11, ["\n\n", "END"])
+    assert settings(SamplingParams(temperature=0))[0]["do_sample"] is False
+    # A library caller's explicit keyword wins over the request's setting.
+    assert settings(SamplingParams(max_tokens=12), max_new_tokens=40)[0]["max_new_tokens"] == 40
 
 
 @pytest.mark.parametrize("args, match", [

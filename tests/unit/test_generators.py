@@ -22,7 +22,7 @@ from blender_serve import (
     UnknownModelError,
 )
 from blender_serve.generators import GENERATORS, Generator, build_generator, register_generator
-from blender_serve.generators.base import StopMatcher, truncate_at_stop
+from blender_serve.stops import StopMatcher, truncate_at_stop
 from blender_serve.types import GenerationChunk, Usage
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -195,7 +195,7 @@ def test_bad_messages_raise_invalid_input_saying_what_to_send(messages, match):
 
 
 @pytest.mark.parametrize("params,match", [
-    ("hot", "params must be a SamplingParams"),
+    ("hot", "sampling params is invalid: .*valid dictionary"),
     ({"temperature": -1}, "temperature"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"bogus": 1}, "bogus"),
@@ -209,7 +209,7 @@ def test_bad_params_raise_invalid_input(params, match):
 
 
 def test_bad_options_raise_invalid_input_listing_valid_options():
-    with pytest.raises(InvalidInputError, match=r"latncy_s.*Valid options: .*latency_s"):
+    with pytest.raises(InvalidInputError, match=r"options of the 'scripted' generator 's' is invalid: latncy_s.*valid options: .*latency_s"):
         scripted(latncy_s=1)
     with pytest.raises(InvalidInputError, match="latency_s"):
         scripted(latency_s=-1)
@@ -232,9 +232,9 @@ def test_bad_configs_raise_typed_errors():
         build_generator({"name": "x", "backend": "nope"})
     with pytest.raises(InvalidInputError, match="name"):
         build_generator({"backend": "scripted"})
-    with pytest.raises(InvalidInputError, match="GeneratorConfig or a dict"):
+    with pytest.raises(InvalidInputError, match="generator config is invalid: .*GeneratorConfig"):
         build_generator(42)
-    with pytest.raises(InvalidInputError, match="GeneratorConfig"):
+    with pytest.raises(InvalidInputError, match="generator config is invalid: .*GeneratorConfig"):
         GENERATORS["scripted"](["not", "a", "config"])
 
 
