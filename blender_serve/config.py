@@ -91,7 +91,7 @@ class BlenderConfig(BaseModel):
     model_config = _STRICT
     name: str = Field("blender", description="Name of the ensemble (its API model id).")
     generators: list[GeneratorConfig] = Field(description="The base LLMs.", min_length=1)
-    ranker: RankerConfig
+    ranker: RankerConfig = Field(description="The PairRanker that orders the candidates.")
     fuser: Optional[FuserConfig] = Field(None, description="Without a fuser, the top-ranked candidate is the answer.")
     top_k: int = Field(3, ge=1, description="Candidates passed to the fuser (default 3, or the number of generators if fewer).")
     strategy: str = Field("max_logits", description="Default ranking strategy.")

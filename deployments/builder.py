@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
+from blender_serve.errors import validated
 from deployments.config import AppArgs
 from deployments.fuser_server import FuserServer
 from deployments.ingress import Ingress
@@ -32,11 +32,7 @@ def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 def validate_args(args: dict[str, Any] | AppArgs) -> AppArgs:
     """Check an application config without loading any model (``blender-serve validate`` uses it)."""
-    if not isinstance(args, AppArgs):
-        try:
-            args = AppArgs.model_validate(args)
-        except ValidationError as exc:
-            raise ValueError(f"invalid blender-serve application args:\n{exc}") from None
+    args = validated(AppArgs, args, "application args")
     from blender_serve.generators import build_generator
 
     for g in args.ensemble.generators:

@@ -28,9 +28,9 @@ class DeploymentOptions(BaseModel):
     ray_actor_options: Optional[dict[str, Any]] = Field(None, description="num_cpus, num_gpus (fractions allowed), memory, runtime_env...")
     max_ongoing_requests: Optional[int] = Field(None, ge=1, description="Concurrent requests per replica.")
     max_queued_requests: Optional[int] = Field(None, ge=-1, description="Requests waiting per handle before back-pressure (-1: unbounded).")
-    health_check_period_s: Optional[float] = Field(None, gt=0)
-    health_check_timeout_s: Optional[float] = Field(None, gt=0)
-    graceful_shutdown_timeout_s: Optional[float] = Field(None, ge=0)
+    health_check_period_s: Optional[float] = Field(None, gt=0, description="Seconds between Serve's health checks of a replica.")
+    health_check_timeout_s: Optional[float] = Field(None, gt=0, description="Seconds a health check may take before the replica counts as unhealthy.")
+    graceful_shutdown_timeout_s: Optional[float] = Field(None, ge=0, description="Seconds a stopping replica may take to finish its requests.")
 
     @model_validator(mode="after")
     def _one_scaling_mode(self) -> "DeploymentOptions":
@@ -55,7 +55,7 @@ class Limits(BaseModel):
 
     model_config = _STRICT
     max_prompt_chars: int = Field(32_000, ge=1, description="Total characters over all messages.")
-    max_messages: int = Field(64, ge=1)
+    max_messages: int = Field(64, ge=1, description="Most chat messages in one request.")
     max_tokens: int = Field(2048, ge=1, description="Largest max_tokens a request may ask for.")
     max_candidates: int = Field(32, ge=2, description="Most candidates a /v1/rank or /v1/fuse call may send.")
     max_deadline_s: float = Field(600.0, gt=0, description="Largest per-model deadline a request may set.")
@@ -65,10 +65,10 @@ class AppArgs(BaseModel):
     """Everything ``build_app`` needs; see serve_config.yaml for a full example."""
 
     model_config = _STRICT
-    ensemble: BlenderConfig
+    ensemble: BlenderConfig = Field(description="The ensemble: base models, ranker, fuser and the defaults of every request.")
     deployments: dict[str, DeploymentOptions] = Field(default_factory=dict, description="Per-deployment Serve options, keyed by base-model name or 'ranker' / 'fuser' / 'ingress'.")
-    ranker_batching: RankerBatching = Field(default_factory=RankerBatching)
-    limits: Limits = Field(default_factory=Limits)
+    ranker_batching: RankerBatching = Field(default_factory=RankerBatching, description="How the ranker batches calls across concurrent requests.")
+    limits: Limits = Field(default_factory=Limits, description="Request limits the ingress enforces (400 when exceeded).")
 
     @model_validator(mode="after")
     def _known_deployments(self) -> "AppArgs":

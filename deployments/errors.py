@@ -7,7 +7,7 @@ candidates / a component unavailable, 500 only for bugs.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Optional
 
 from blender_serve.errors import (
     BlenderError,
@@ -20,6 +20,8 @@ from blender_serve.errors import (
     UnknownModelError,
 )
 
+from deployments.protocol import ErrorInfo, ErrorResponse
+
 __all__ = ["error_status", "error_body", "to_http_error"]
 
 logger = logging.getLogger("blender_serve.http")
@@ -28,12 +30,11 @@ _TYPES = {400: "invalid_request_error", 404: "not_found_error", 408: "timeout_er
           503: "service_unavailable", 504: "timeout_error", 500: "internal_error"}
 
 
-def error_body(status: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None,
-               extra: Optional[dict] = None) -> dict[str, Any]:
-    err: dict[str, Any] = {"message": message, "type": _TYPES.get(status, "error"), "param": param, "code": code or str(status)}
-    if extra:
-        err.update(extra)
-    return {"error": err}
+def error_body(status: int, message: str, *, param: Optional[str] = None,
+               errors: Optional[dict[str, str]] = None) -> ErrorResponse:
+    """The OpenAI-style body for an error of this status."""
+    return ErrorResponse(error=ErrorInfo(message=message, type=_TYPES.get(status, "error"), param=param,
+                                         code=str(status), errors=errors))
 
 
 def _overload_types() -> tuple[type, ...]:
@@ -61,13 +62,10 @@ def error_status(exc: BaseException) -> int:
     return 500
 
 
-def to_http_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+def to_http_error(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str]]:
     """(status, body, headers) for an exception raised while serving a request."""
     status = error_status(exc)
     headers: dict[str, str] = {}
-    extra = None
-    if isinstance(exc, NotEnoughCandidatesError):
-        extra = {"errors": exc.errors}
     if status in (429, 503):
         headers["Retry-After"] = str(int(max(1, round(getattr(exc, "retry_after_s", 1)))))
     if status == 500:
@@ -75,4 +73,5 @@ def to_http_error(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, st
         message = f"internal error ({type(exc).__name__}); this is a bug, please report it"
     else:
         message = str(exc) if isinstance(exc, BlenderError) else f"{type(exc).__name__}: {exc}"
-    return status, error_body(status, message, extra=extra), headers
+    errors = exc.errors if isinstance(exc, NotEnoughCandidatesError) else None
+    return status, error_body(status, message, errors=errors), headers

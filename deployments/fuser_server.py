@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, AsyncIterator, Optional, Sequence
 
 from blender_serve.config import FuserConfig
+from blender_serve.errors import validated
 from blender_serve.types import FusionOutput, GenerationChunk, SamplingParams
 
 __all__ = ["FuserServer"]
@@ -15,7 +16,7 @@ class FuserServer:
     async def __init__(self, config: dict[str, Any]):
         from blender_serve.fuser import build_fuser
 
-        self.config = FuserConfig.model_validate(config)
+        self.config = validated(FuserConfig, config, "fuser config")
         self.fuser = await asyncio.to_thread(build_fuser, self.config)
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Optional
 
 from blender_serve.config import GeneratorConfig
+from blender_serve.errors import validated
 from blender_serve.generators import build_generator
 from blender_serve.types import ChatMessage, Generation, GenerationChunk, SamplingParams
 
@@ -15,7 +16,7 @@ class LLMServer:
     """Serves ``generate`` and ``stream`` for one base model (any backend: vllm, transformers, openai, scripted)."""
 
     async def __init__(self, config: dict[str, Any]):
-        self.config = GeneratorConfig.model_validate(config)
+        self.config = validated(GeneratorConfig, config, "generator config")
         self.generator = build_generator(self.config)
         await self.generator.start()  # load before the replica reports ready
 

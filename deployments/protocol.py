@@ -2,7 +2,10 @@
 
 OpenAI-compatible: ``ChatCompletionRequest`` / ``CompletionRequest`` accept what the official
 clients send; unknown top-level fields are rejected (as OpenAI does), and ensemble options go in
-the ``blender`` extension field (a ``BlendOptions``, strict). Native routes: rank, compare, fuse.
+the ``blender`` extension field (a ``BlendOptions``, strict). Responses are typed too
+(``ChatCompletionResponse``, ``ChatCompletionChunk``, ``CompletionResponse``, ``ErrorResponse``...);
+the ensemble's answers carry the ``blender`` provenance object. Native routes: rank, compare, fuse.
+Building responses from results is ``deployments.serving``'s job; the routes are in ``router``.
 """
 
 from __future__ import annotations
@@ -14,19 +17,27 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from blender_serve.config import BlendOptions
-from blender_serve.types import BlendResult, ChatMessage, RankResult, SamplingParams, Usage
+from blender_serve.types import ChatMessage, Provenance, RankResult, SamplingParams, Usage
 
 __all__ = [
-    "ChatCompletionRequest", "CompletionRequest", "BlendRequest", "RankRequest", "RankResponse",
-    "CompareRequest", "CompareResponse", "FuseRequest", "FuseResponse", "ModelCard", "ModelList",
-    "chat_completion", "chat_chunk", "text_completion", "new_id",
+    # requests
+    "ChatCompletionRequest", "CompletionRequest", "BlendRequest", "RankRequest", "CompareRequest", "FuseRequest",
+    # responses
+    "UsageInfo", "ChatCompletionResponse", "ChatChoice", "AssistantMessage", "ChatCompletionChunk", "ChunkChoice",
+    "DeltaMessage", "CompletionResponse", "CompletionChoice", "RankResponse", "CompareResponse", "FuseResponse",
+    "ModelCard", "ModelList", "HealthResponse", "ErrorInfo", "ErrorResponse", "new_id",
 ]
 
 _STRICT = ConfigDict(extra="forbid")
 
 
 def new_id(prefix: str) -> str:
+    """A fresh response id, e.g. ``chatcmpl-3f2a...``."""
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def _unset(value) -> bool:
+    return value is None
 
 
 class _TextPart(BaseModel):
@@ -178,55 +189,98 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-def _usage(u: Usage) -> dict[str, int]:
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    ensemble: str
+    models: list[str]
+    fuser: bool
 
 
-def provenance(result: BlendResult) -> dict[str, Any]:
-    """The ``blender`` object of a response: everything but the answer text."""
-    return result.model_dump(exclude={"text", "usage"})
+# -- OpenAI-compatible responses ---------------------------------------------------------------
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, usage: Usage) -> "UsageInfo":
+        return cls(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   total_tokens=usage.total_tokens)
 
 
-def chat_completion(model: str, text: str, usage: Usage, finish_reason: str = "stop",
-                    result: Optional[BlendResult] = None, request_id: Optional[str] = None) -> dict[str, Any]:
-    """A ChatCompletion body; with a BlendResult it carries the ``blender`` provenance object."""
-    body = {
-        "id": request_id or new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason, "logprobs": None}],
-        "usage": _usage(usage),
-    }
-    if result is not None:
-        body["blender"] = provenance(result)
-    return body
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
 
 
-def text_completion(model: str, text: str, usage: Usage, finish_reason: str = "stop",
-                    result: Optional[BlendResult] = None) -> dict[str, Any]:
-    body = {
-        "id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
-        "usage": _usage(usage),
-    }
-    if result is not None:
-        body["blender"] = provenance(result)
-    return body
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
 
 
-def chat_chunk(chunk_id: str, model: str, created: int, *, content: Optional[str] = None, role: Optional[str] = None,
-               finish_reason: Optional[str] = None, usage: Optional[Usage] = None,
-               result: Optional[BlendResult] = None, empty_choices: bool = False) -> dict[str, Any]:
-    """One ``chat.completion.chunk``; the usage-only chunk has empty choices, as OpenAI sends it."""
-    delta: dict[str, Any] = {}
-    if role:
-        delta["role"] = role
-    if content is not None:
-        delta["content"] = content
-    body: dict[str, Any] = {
-        "id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [] if empty_choices else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-    }
-    if usage is not None:
-        body["usage"] = _usage(usage)
-    if result is not None:
-        body["blender"] = provenance(result)
-    return body
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageInfo
+    blender: Optional[Provenance] = Field(None, exclude_if=_unset, description="The ensemble's provenance (ensemble answers only).")
+
+
+class DeltaMessage(BaseModel):
+    role: Optional[Literal["assistant"]] = Field(None, exclude_if=_unset)
+    content: Optional[str] = Field(None, exclude_if=_unset)
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: DeltaMessage = Field(default_factory=DeltaMessage)
+    finish_reason: Optional[str] = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed chat completion; the usage-only chunk has no choices."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Optional[UsageInfo] = Field(None, exclude_if=_unset)
+    blender: Optional[Provenance] = Field(None, exclude_if=_unset, description="On the last content chunk of an ensemble answer.")
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: str
+    logprobs: None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo
+    blender: Optional[Provenance] = Field(None, exclude_if=_unset, description="The ensemble's provenance (ensemble answers only).")
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: Optional[str] = None
+    code: str
+    errors: Optional[dict[str, str]] = Field(None, exclude_if=_unset, description="Per-model errors, when too few models answered.")
+
+
+class ErrorResponse(BaseModel):
+    """An OpenAI-style error body."""
+
+    error: ErrorInfo

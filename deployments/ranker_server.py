@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 from ray import serve
 
 from blender_serve.config import RankerConfig
-from blender_serve.errors import BlenderError
+from blender_serve.errors import BlenderError, validated
 from blender_serve.types import RankResult
 
 __all__ = ["RankerServer"]
@@ -19,7 +19,7 @@ class RankerServer:
     async def __init__(self, config: dict[str, Any], max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005):
         from blender_serve.ranker import PairRanker
 
-        self.config = RankerConfig.model_validate(config)
+        self.config = validated(RankerConfig, config, "ranker config")
         self.ranker = await asyncio.to_thread(PairRanker.from_config, self.config)
         for method in (self._rank_batch, self._compare_batch):
             method.set_max_batch_size(max_batch_size)

@@ -32,16 +32,20 @@ def test_chat_completion_with_provenance(client):
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
 
 
-def test_chat_completion_streams_sse_chunks(client):
-    stream = client.chat.completions.create(model="blender", stream=True, stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": "Name a colour"}])
-    chunks = list(stream)
+def test_chat_completion_streams_sse_chunks_that_add_up_to_the_one_shot_answer(client):
+    request = {"model": "blender", "messages": [{"role": "user", "content": "Name a colour"}],
+               "extra_body": {"blender": {"models": ["alpha", "beta"]}}}  # the app's fuser is greedy: deterministic
+    one_shot = client.chat.completions.create(**request)
+    chunks = list(client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert text and finishes == ["stop"]
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert text == one_shot.choices[0].message.content and finishes == [one_shot.choices[0].finish_reason]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices == [] and chunks[-1].usage == one_shot.usage  # the fuser's tokens included
     final = [c for c in chunks if c.model_extra.get("blender")]
-    assert final and final[0].model_extra["blender"]["fused"] is True
+    assert len(final) == 1 and final[0].model_extra["blender"]["fused"] is True
+    ranked = [(c["model"], c["score"], c["rank"]) for c in final[0].model_extra["blender"]["candidates"]]
+    assert ranked == [(c["model"], c["score"], c["rank"]) for c in one_shot.model_extra["blender"]["candidates"]]
 
 
 def test_single_model_pass_through(client):
@@ -76,3 +80,37 @@ def test_too_few_candidates_is_503_with_retry_after(blender_app):
 def test_health(blender_app):
     r = httpx.get(f"{blender_app}/health", timeout=10)
     assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_max_tokens_bounds_the_fused_answer_over_http(client):
+    messages = [{"role": "user", "content": "Name a colour"}]
+    body = {"blender": {"models": ["alpha", "beta"]}}
+    full = client.chat.completions.create(model="blender", messages=messages, extra_body=body)
+    short = client.chat.completions.create(model="blender", messages=messages, max_tokens=3, extra_body=body)
+
+    def fused_tokens(resp):
+        return resp.usage.completion_tokens - sum(c["usage"]["completion_tokens"] for c in resp.model_extra["blender"]["candidates"])
+
+    assert fused_tokens(full) == 8 and full.choices[0].finish_reason == "length"  # the app's fuser cap
+    assert fused_tokens(short) == 3 and short.choices[0].finish_reason == "length"
+    assert short.model_extra["blender"]["fused"] and len(short.choices[0].message.content) < len(full.choices[0].message.content)
+
+
+def test_streamed_pass_through_reports_the_model_finish_reason(client):
+    request = {"model": "beta", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 2}
+    one_shot = client.chat.completions.create(**request)
+    assert (one_shot.choices[0].message.content, one_shot.choices[0].finish_reason) == ("beta gives", "length")
+    chunks = list(client.chat.completions.create(**request, stream=True))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+
+
+def test_response_ids_carry_the_serve_request_id(blender_app):
+    for path, body, prefix in [("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, "chatcmpl"),
+                               ("/v1/completions", {"prompt": "hi"}, "cmpl")]:
+        r = httpx.post(f"{blender_app}{path}", timeout=60, json={"model": "alpha", **body})
+        assert r.status_code == 200 and r.json()["id"] == f"{prefix}-{r.headers['x-request-id']}"
+
+
+def test_responses_are_typed_in_the_openapi_schema(blender_app):
+    schemas = httpx.get(f"{blender_app}/openapi.json", timeout=10).json()["components"]["schemas"]
+    assert {"ChatCompletionResponse", "CompletionResponse", "RankResponse", "ModelList", "Provenance"} <= set(schemas)

@@ -44,6 +44,15 @@ def test_compare_and_fuse(handle):
     assert f.text and f.usage.completion_tokens > 0
 
 
-def test_bad_handle_input_raises_typed_error(handle):
+@pytest.mark.parametrize("method, request_", [
+    ("rank", {"source": "q", "candidates": ["a", "b"], "strategy": "nope"}),
+    ("rank", {"source": "q", "candidates": "not a list"}),
+    ("blend", {"messages": "hi"}),
+    ("blend", {"messages": [{"role": "user", "content": "hi"}], "sampling": {"temperature": -1}}),
+    ("compare", {"source": "q", "candidate_a": "x"}),
+    ("fuse", {"instruction": "q", "candidates": []}),
+    ("fuse", {"instruction": "q", "candidates": ["a", "b"], "stream": True}),
+])
+def test_bad_handle_input_raises_a_typed_error(handle, method, request_):
     with pytest.raises(InvalidInputError):
-        handle.rank.remote({"source": "q", "candidates": ["a", "b"], "strategy": "nope"}).result(timeout_s=60)
+        getattr(handle, method).remote(request_).result(timeout_s=60)

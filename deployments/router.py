@@ -1,0 +1,109 @@
+"""The HTTP routes: the module-level FastAPI app, its routes and its exception handlers.
+
+Routes only translate HTTP: each takes a typed request, calls the replica's ``BlenderServing``
+(``deployments.serving``) and returns its typed response, or a ``StreamingResponse`` over the
+frames it produced. Every error leaves as an OpenAI-style body with the status
+``deployments.errors`` assigns. The ingress deployment serves this app (``@serve.ingress(app)``);
+the serving object comes from the replica it runs in, so the routes can also be driven without Ray
+by overriding ``current_serving``.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Union
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+
+from blender_serve.errors import validation_message
+from deployments.errors import error_body, to_http_error
+from deployments.protocol import (
+    ChatCompletionRequest, ChatCompletionResponse, CompareRequest, CompareResponse, CompletionRequest,
+    CompletionResponse, FuseRequest, FuseResponse, HealthResponse, ModelList, RankRequest, RankResponse,
+)
+from deployments.serving import BlenderServing
+
+__all__ = ["app", "current_serving"]
+
+app = FastAPI(title="blender-serve", description="LLM-Blender ensembles, OpenAI-compatible.")
+
+
+def current_serving() -> BlenderServing:
+    """The ``BlenderServing`` of the ingress replica handling this request."""
+    from ray import serve
+
+    return serve.get_replica_context().servable_object.serving
+
+
+Serving = Depends(current_serving)
+
+
+def _respond(out: Union[BaseModel, AsyncIterator[str]], media_type: str):
+    if isinstance(out, BaseModel):
+        return out
+    return StreamingResponse(_encoded(out), media_type=media_type)
+
+
+async def _encoded(pieces: AsyncIterator[str]) -> AsyncIterator[bytes]:
+    async for piece in pieces:
+        yield piece.encode()
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [dict(e, loc=[p for p in e.get("loc", ()) if p != "body"]) for e in exc.errors()]
+    if any(e.get("type") == "json_invalid" for e in errors):
+        message, param = "the request body is not valid JSON", None
+    else:
+        message = validation_message(errors)
+        param = ".".join(str(p) for p in errors[0]["loc"]) or None if errors else None
+    return JSONResponse(error_body(400, message, param=param).model_dump(), status_code=400)
+
+
+@app.exception_handler(Exception)
+async def _any_error(request: Request, exc: Exception) -> JSONResponse:
+    status, body, headers = to_http_error(exc)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+# -- OpenAI-compatible routes ------------------------------------------------------------------
+
+@app.get("/v1/models", response_model=ModelList)
+async def list_models(serving: BlenderServing = Serving) -> ModelList:
+    return serving.models()
+
+
+@app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+async def chat_completions(body: ChatCompletionRequest, serving: BlenderServing = Serving):
+    return _respond(await serving.chat(body), "text/event-stream")
+
+
+@app.post("/v1/completions", response_model=CompletionResponse)
+async def completions(body: CompletionRequest, serving: BlenderServing = Serving) -> CompletionResponse:
+    return await serving.complete(body)
+
+
+# -- native routes -----------------------------------------------------------------------------
+
+@app.post("/v1/rank", response_model=RankResponse)
+async def rank(body: RankRequest, serving: BlenderServing = Serving) -> RankResponse:
+    return await serving.rank(body)
+
+
+@app.post("/v1/compare", response_model=CompareResponse)
+async def compare(body: CompareRequest, serving: BlenderServing = Serving) -> CompareResponse:
+    return await serving.compare(body)
+
+
+@app.post("/v1/fuse", response_model=FuseResponse)
+async def fuse(body: FuseRequest, serving: BlenderServing = Serving):
+    return _respond(await serving.fuse(body), "text/plain; charset=utf-8")
+
+
+@app.get("/health", response_model=HealthResponse)
+async def health(serving: BlenderServing = Serving) -> HealthResponse:
+    return serving.health()
