@@ -71,6 +71,7 @@ def _up(config_path: str, prompt: str, port: Optional[int], keep: bool) -> int:
         ensemble = app_cfg["args"]["ensemble"].get("name", "blender")
         resp = client.chat.completions.create(model=ensemble, messages=[{"role": "user", "content": prompt}])
         result = BlendResult.model_validate({**resp.model_extra["blender"], "text": resp.choices[0].message.content,
+                                             "finish_reason": resp.choices[0].finish_reason,
                                              "usage": {"prompt_tokens": resp.usage.prompt_tokens,
                                                        "completion_tokens": resp.usage.completion_tokens}})
         print_result(prompt, result, ready_s)

@@ -96,7 +96,6 @@ class PairRanker:
             source_max_length / candidate_max_length: override the checkpoint's token budgets.
             seed: seed of the bubble strategy's shuffle.
         """
-        import torch
 
         ckpt = read_checkpoint(path_or_id)
         device = resolve_device(device)

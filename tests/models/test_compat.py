@@ -16,17 +16,17 @@ CANDS = [["Paris", "Lyon", "It is Paris, on the Seine."], ["rain falls soft", "d
 
 
 @pytest.fixture(scope="module")
-def both(pairrm_original, gen_fuser_dir):
+def both(pairrm_original, talkative_fuser_dir):
     import_reference()
     from llm_blender.blender.blender import Blender as RefBlender
 
     ref = RefBlender()
     ref.blender_config.use_tqdm = False
     ref.loadranker(str(pairrm_original), device="cpu")
-    ref.loadfuser(str(gen_fuser_dir), device="cpu", torch_dtype="float32")
+    ref.loadfuser(str(talkative_fuser_dir), device="cpu", torch_dtype="float32")
     ours = compat.Blender()
     ours.loadranker(str(pairrm_original), device="cpu")
-    ours.loadfuser(str(gen_fuser_dir), device="cpu")
+    ours.loadfuser(str(talkative_fuser_dir), device="cpu")
     return ref, ours
 
 
@@ -63,14 +63,23 @@ def test_get_best_of_n_full_matches_reference(both):
 def test_fuse_matches_reference_greedy(both):
     ref, ours = both
     kwargs = {"num_beams": 1, "max_new_tokens": 6}
-    assert ours.fuse(INPUTS, CANDS, instructions=INSTRUCTIONS, **kwargs) == ref.fuse(INPUTS, CANDS, instructions=INSTRUCTIONS, batch_size=1, **kwargs)
+    fused = ours.fuse(INPUTS, CANDS, instructions=INSTRUCTIONS, **kwargs)
+    assert fused == ref.fuse(INPUTS, CANDS, instructions=INSTRUCTIONS, batch_size=1, **kwargs)
+    assert all(t.strip() for t in fused) and fused[0] != fused[1]  # real, input-dependent texts
 
 
-def test_rank_and_fuse_shapes(both):
-    _, ours = both
-    fused, ranks = ours.rank_and_fuse(INPUTS, CANDS, top_k=2, num_beams=1, max_new_tokens=4)
-    assert len(fused) == 2 and all(isinstance(t, str) for t in fused)
-    assert ranks.shape == (2, 3) and sorted(ranks[0].tolist()) == [1, 2, 3]
+@pytest.mark.parametrize("return_scores", [False, True])
+def test_rank_and_fuse_matches_reference(both, return_scores):
+    ref, ours = both
+    kwargs = {"top_k": 2, "num_beams": 1, "max_new_tokens": 6, "return_scores": return_scores}
+    for k in range(len(INPUTS)):  # one input per call, as above
+        args = ([INPUTS[k]], [CANDS[k]])
+        fused, ranked = ours.rank_and_fuse(*args, instructions=[INSTRUCTIONS[k]], **kwargs)
+        ref_fused, ref_ranked = ref.rank_and_fuse(*args, instructions=[INSTRUCTIONS[k]], batch_size=1, **kwargs)
+        assert fused == ref_fused and fused[0].strip()
+        np.testing.assert_allclose(ranked, ref_ranked, atol=1e-4)
+    fused, ranks = ours.rank_and_fuse(INPUTS, CANDS, **{**kwargs, "return_scores": False})  # several inputs at once
+    assert ranks.dtype == np.int32 and ranks.shape == (len(INPUTS), 3) and len(fused) == len(INPUTS)
 
 
 def test_errors():

@@ -64,7 +64,10 @@ def test_rank_result_shape_and_top_k(ranker):
     full = ranker.rank(SOURCE, CANDS)
     assert sorted(full.order) == list(range(len(CANDS))) and len(full.scores) == len(CANDS)
     assert full.num_forward_pairs == len(CANDS) * (len(CANDS) - 1)
-    assert np.array(full.matrix).shape == (len(CANDS), len(CANDS))
+    M = np.array(full.matrix)  # M[i][j] = f(c_i, c_j), the single-pass logit of each ordered pair
+    assert M.shape == (len(CANDS), len(CANDS)) and np.all(np.diag(M) == 0)
+    for i, j in [(0, 1), (1, 0), (2, 4), (4, 3)]:
+        assert M[i, j] == pytest.approx(ranker.compare(SOURCE, CANDS[i], CANDS[j], mode="single"), abs=1e-5)
     assert all(full.scores[full.order[k]] >= full.scores[full.order[k + 1]] for k in range(len(CANDS) - 1))
     top2 = ranker.rank(SOURCE, CANDS, top_k=2)
     assert top2.order == full.order[:2] and top2.scores == full.scores

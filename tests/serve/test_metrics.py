@@ -6,7 +6,6 @@ import os
 import time
 
 import httpx
-import pytest
 
 
 def test_stage_histograms_and_model_counters_are_exported(blender_app):

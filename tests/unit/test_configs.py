@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blender_serve.config import BlenderConfig
+from blender_serve.errors import InvalidInputError, UnknownModelError
 from blender_serve.demo import demo_config
 from deployments.builder import validate_args, validate_config_file
 
@@ -40,18 +40,19 @@ def test_cpu_yaml_serves_the_same_ensemble_as_the_in_process_demo():
     assert args.ensemble == demo_config()
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda a: a["ensemble"].update(colour="blue"), "colour"),
-    (lambda a: a["ensemble"]["generators"][0].update(backend="nope"), "unknown generator backend"),
-    (lambda a: a["ensemble"]["generators"][0]["options"].update(turbo=True), "turbo"),
-    (lambda a: a["deployments"].update(mystery={"num_replicas": 1}), "unknown components"),
-    (lambda a: a["deployments"]["ranker"].update(num_replicas=2, autoscaling_config={"max_replicas": 2}), "not both"),
-    (lambda a: a["ensemble"].update(top_k=9), "top_k"),
+@pytest.mark.parametrize("mutate, error, match", [
+    (lambda a: a["ensemble"].update(colour="blue"), InvalidInputError, r"application args is invalid: ensemble\.colour"),
+    (lambda a: a["ensemble"]["generators"][0].update(backend="nope"), UnknownModelError, "unknown generator backend 'nope'"),
+    (lambda a: a["ensemble"]["generators"][0]["options"].update(turbo=True), InvalidInputError, "turbo.*valid options"),
+    (lambda a: a["deployments"].update(mystery={"num_replicas": 1}), InvalidInputError, r"unknown components \['mystery'\]"),
+    (lambda a: a["deployments"]["ranker"].update(num_replicas=2, autoscaling_config={"max_replicas": 2}),
+     InvalidInputError, "not both"),
+    (lambda a: a["ensemble"].update(top_k=9), InvalidInputError, r"top_k=9 exceeds the number of generators \(3\)"),
 ])
-def test_invalid_args_are_rejected_with_a_clear_message(mutate, match):
+def test_invalid_args_are_rejected_with_a_clear_message(mutate, error, match):
     args = yaml.safe_load((ROOT / "configs" / "cpu.yaml").read_text())["applications"][0]["args"]
     mutate(args)
-    with pytest.raises(Exception, match=match):
+    with pytest.raises(error, match=match):
         validate_args(args)
 
 
