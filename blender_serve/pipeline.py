@@ -34,7 +34,7 @@ from blender_serve.ordering import order_from_scores
 from blender_serve.prompts import as_messages, ranker_source, split_messages
 from blender_serve.types import BlendResult, Candidate, ChatMessage, Generation, RankResult, SamplingParams, Usage
 
-__all__ = ["Blender", "BlendStream", "ResolvedOptions", "resolve_options", "decide_fusion", "assemble_result"]
+__all__ = ["Blender", "BlendStream", "ResolvedOptions", "FusionAttempt", "resolve_options", "decide_fusion", "assemble_result"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def decide_fusion(opts: ResolvedOptions, ranking: RankResult, has_fuser: bool) -
 
 
 @dataclasses.dataclass
-class _Fusion:
+class FusionAttempt:
     """What the fuse stage produced: the text pieces sent, the fuser's usage and finish reason, and
     why its answer was not used (None when it was)."""
 
@@ -105,7 +105,7 @@ class _Fusion:
         return "".join(self.pieces)
 
 
-def assemble_result(generations: list[Generation], ranking: RankResult, top: list[int], fusion: Optional[_Fusion],
+def assemble_result(generations: list[Generation], ranking: RankResult, top: list[int], fusion: Optional[FusionAttempt],
                     *, skipped: Optional[str], strategy: str, errors: dict[str, str],
                     timings: dict[str, float]) -> BlendResult:
     """The BlendResult of one request: candidates in rank order with scores, ranks and provenance;
@@ -270,7 +270,7 @@ class Blender:
         skipped = decide_fusion(opts, ranking, self.fuser is not None)
         fusion = None
         if skipped is None:
-            fusion = _Fusion()
+            fusion = FusionAttempt()
             async for piece in self._fuse(instruction, context, [generations[i].text for i in top], sampling,
                                           streaming, fusion):
                 yield piece
@@ -284,7 +284,7 @@ class Blender:
                               errors=errors, timings=timings)
 
     async def _fuse(self, instruction: str, context: str, texts: list[str], sampling: Optional[SamplingParams],
-                    streaming: bool, out: _Fusion) -> AsyncIterator[str]:
+                    streaming: bool, out: FusionAttempt) -> AsyncIterator[str]:
         """Run the fuser, yielding what may be sent: nothing until the answer has visible text, so a
         blank answer can still give way to the top candidate. Fills ``out`` as it goes."""
         try:
