@@ -19,7 +19,7 @@ from blender_serve import (
     UnknownStrategyError,
 )
 from blender_serve.pipeline import Blender
-from blender_serve.types import SamplingParams
+from blender_serve.types import FusionOutput, GenerationChunk, SamplingParams, Usage
 
 
 def _scripted(name, template=None, **options):
@@ -243,3 +243,24 @@ def test_seed_and_temperature_reach_the_fuser(components):
     samples = {blender.blend_sync("Name a colour", sampling={"temperature": 2.0, "seed": s}).text for s in range(4)}
     greedy = blender.blend_sync("Name a colour").text
     assert len(samples | {greedy}) > 1  # temperature really samples the fused answer
+
+
+def test_a_blank_streamed_fusion_gives_way_to_the_top_candidate_without_leaking_blanks(components):
+    class BlankFuser:  # a scripted fuser that writes only whitespace
+        async def afuse(self, instruction, input, candidates, sampling=None):
+            return FusionOutput(text=" \n", usage=Usage(completion_tokens=2))
+
+        async def stream(self, instruction, input, candidates, sampling=None):
+            yield GenerationChunk(text=" ")
+            yield GenerationChunk(text="\n")
+            yield GenerationChunk(finish_reason="stop", usage=Usage(completion_tokens=2))
+
+    blender = Blender(BlenderConfig(generators=THREE, ranker={"path": "x"}, fuser={"path": "x"}, fusion="always"),
+                      ranker=components[0], fuser=BlankFuser())
+    pieces, streamed = _streamed(blender, "hello")
+    one_shot = blender.blend_sync("hello")
+    for result in (streamed, one_shot):
+        assert not result.fused and result.text == result.candidates[0].text
+        assert result.errors["fuser"] == "returned an empty answer"
+        assert _fused_tokens(result) == 2  # spent, so counted, although not used
+    assert "".join(pieces) == streamed.text  # no stray blanks before the fallback

@@ -225,6 +225,8 @@ def test_bad_options_raise_invalid_input_listing_valid_options():
 def test_model_backends_require_a_model(backend):
     with pytest.raises(InvalidInputError, match="needs `model`"):
         build_generator({"name": "m", "backend": backend})
+    with pytest.raises(InvalidInputError, match="needs `model`"):  # built directly from a dict, too
+        GENERATORS[backend]({"name": "m", "backend": backend})
 
 
 def test_bad_configs_raise_typed_errors():
