@@ -193,19 +193,18 @@ class BlenderServing:
         def chunk(**fields) -> str:
             return sse_frame(ChatCompletionChunk(id=rid, model=model, created=created, **fields))
 
-        iterator = events.__aiter__()
-        first = await iterator.__anext__()
+        events = await _started(events)
 
         async def frames() -> AsyncIterator[str]:
             yield chunk(choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
-            event = first
             try:
-                while not isinstance(event, _End):
-                    yield chunk(choices=[ChunkChoice(delta=DeltaMessage(content=event))])
-                    event = await iterator.__anext__()
-                yield chunk(choices=[ChunkChoice(finish_reason=event.finish_reason)], blender=event.provenance)
-                if include_usage and event.usage is not None:
-                    yield chunk(choices=[], usage=UsageInfo.of(event.usage))
+                async for event in events:
+                    if isinstance(event, _End):
+                        yield chunk(choices=[ChunkChoice(finish_reason=event.finish_reason)], blender=event.provenance)
+                        if include_usage and event.usage is not None:
+                            yield chunk(choices=[], usage=UsageInfo.of(event.usage))
+                    else:
+                        yield chunk(choices=[ChunkChoice(delta=DeltaMessage(content=event))])
             except Exception as exc:  # the status is sent already: report in-band
                 yield sse_frame(to_http_error(exc)[1])
             yield SSE_DONE
@@ -234,20 +233,8 @@ class BlenderServing:
         so that bad input fails with a status code)."""
         fuser = self._fuser(req)
         if req.stream:
-            iterator = fuser.stream(req.instruction, req.input, req.candidates, None, **_fuse_overrides(req)).__aiter__()
-            first = await iterator.__anext__()
-
-            async def pieces() -> AsyncIterator[str]:
-                chunk = first
-                while True:
-                    if chunk.text:
-                        yield chunk.text
-                    try:
-                        chunk = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        return
-
-            return pieces()
+            chunks = await _started(fuser.stream(req.instruction, req.input, req.candidates, None, **_fuse_overrides(req)))
+            return (chunk.text async for chunk in chunks if chunk.text)
         out = await fuser.afuse(req.instruction, req.input, req.candidates, None, **_fuse_overrides(req))
         return FuseResponse(text=out.text, usage=out.usage)
 
@@ -256,6 +243,24 @@ class BlenderServing:
             raise UnknownModelError("this application has no fuser; add one under ensemble.fuser")
         self._check_candidates(req.candidates)
         return self.blender.fuser
+
+
+async def _started(stream: AsyncIterator) -> AsyncIterator:
+    """``stream`` run up to its first item here, then the same items from the start: a failure
+    before anything was produced (bad input, an unknown model, too few candidates) is raised to
+    the caller, who can still answer with a status code instead of a half-open stream."""
+    iterator = stream.__aiter__()
+    try:
+        first = await iterator.__anext__()
+    except StopAsyncIteration:
+        return iterator
+
+    async def replay() -> AsyncIterator:
+        yield first
+        async for item in iterator:
+            yield item
+
+    return replay()
 
 
 def _fuse_overrides(req: FuseRequest) -> dict[str, Any]:

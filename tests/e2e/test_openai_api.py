@@ -114,3 +114,12 @@ def test_response_ids_carry_the_serve_request_id(blender_app):
 def test_responses_are_typed_in_the_openapi_schema(blender_app):
     schemas = httpx.get(f"{blender_app}/openapi.json", timeout=10).json()["components"]["schemas"]
     assert {"ChatCompletionResponse", "CompletionResponse", "RankResponse", "ModelList", "Provenance"} <= set(schemas)
+
+
+def test_a_stream_that_fails_before_its_first_piece_gets_a_status_code(blender_app):
+    for path, body in [("/v1/chat/completions", {"model": "blender", "stream": True, "blender": {"models": ["broken"]},
+                                                 "messages": [{"role": "user", "content": "hi"}]}),
+                       ("/v1/fuse", {"instruction": "q", "candidates": ["a", "b"], "stream": True, "num_beams": 4})]:
+        r = httpx.post(f"{blender_app}{path}", timeout=60, json=body)
+        assert r.status_code in (400, 503) and r.json()["error"]["message"], r.text
+        assert r.headers["content-type"].startswith("application/json")
