@@ -21,6 +21,9 @@ __all__ = [
     "FusionMode",
     "Device",
     "DType",
+    "BUILDER_IMPORT_PATH",
+    "blender_applications",
+    "load_ensemble_config",
 ]
 
 FusionMode = Literal["always", "never", "auto"]
@@ -28,6 +31,9 @@ Device = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 
 _STRICT = ConfigDict(extra="forbid", protected_namespaces=())
+
+# The import_path of every blender-serve application in a Serve config file.
+BUILDER_IMPORT_PATH = "deployments.builder:build_app"
 
 
 class GeneratorConfig(BaseModel):
@@ -115,3 +121,54 @@ class BlenderConfig(BaseModel):
         if self.min_candidates > len(self.generators):
             raise ValueError(f"min_candidates={self.min_candidates} exceeds the number of generators ({len(self.generators)})")
         return self
+
+
+def blender_applications(serve_config: Any, where: str = "config") -> list[dict[str, Any]]:
+    """The blender-serve applications (``import_path: deployments.builder:build_app``) of a parsed
+    Serve config file, in file order. Raises InvalidInputError when there are none."""
+    from blender_serve.errors import InvalidInputError
+
+    if not isinstance(serve_config, dict) or not isinstance(serve_config.get("applications"), list):
+        raise InvalidInputError(f"{where}: not a Serve config (no 'applications' list)")
+    apps = [a for a in serve_config["applications"] if isinstance(a, dict) and a.get("import_path") == BUILDER_IMPORT_PATH]
+    if not apps:
+        raise InvalidInputError(f"{where}: no application uses {BUILDER_IMPORT_PATH}")
+    return apps
+
+
+def load_ensemble_config(path: str, app: Optional[str] = None) -> BlenderConfig:
+    """The ensemble a config file describes, so offline tools use the models that are served.
+
+    Accepts a Serve config (``applications: [{import_path: deployments.builder:build_app, args:
+    {ensemble: ...}}]``; ``app`` picks one by name when there are several), the app's ``args``
+    alone (``{ensemble: ...}``) or a bare ensemble (``{generators: ..., ranker: ...}``), as YAML or JSON.
+    Example::
+
+        cfg = load_ensemble_config("configs/cpu.yaml")
+        [g.name for g in cfg.generators]   # ['smol-greedy', 'smol-creative', 'smol-concise']
+    """
+    import yaml
+
+    from blender_serve.errors import InvalidInputError, validated
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the ensemble config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{path} is not valid YAML/JSON: {exc}") from None
+    if isinstance(data, dict) and "applications" in data:
+        apps = blender_applications(data, path)
+        if app is not None:
+            named = [a for a in apps if a.get("name") == app]
+            if not named:
+                raise InvalidInputError(f"{path}: no blender-serve application named {app!r}; "
+                                        f"found {[a.get('name') for a in apps]}")
+            apps = named
+        elif len(apps) > 1:
+            raise InvalidInputError(f"{path} holds {len(apps)} blender-serve applications; pick one by name")
+        data = (apps[0].get("args") or {})
+    if isinstance(data, dict) and "ensemble" in data:
+        data = data["ensemble"]
+    return validated(BlenderConfig, data, f"the ensemble in {path}")

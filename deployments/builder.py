@@ -10,6 +10,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from blender_serve.config import blender_applications
 from blender_serve.errors import validated
 from deployments.config import AppArgs
 from deployments.fuser_server import FuserServer
@@ -46,18 +47,12 @@ def validate_config_file(path: str) -> list[AppArgs]:
 
     with open(path) as f:
         config = yaml.safe_load(f)
-    if not isinstance(config, dict) or not config.get("applications"):
-        raise ValueError(f"{path}: not a Serve config (no 'applications' list)")
     out = []
-    for app in config["applications"]:
-        if app.get("import_path") != "deployments.builder:build_app":
-            continue
+    for app in blender_applications(config, path):
         try:
             out.append(validate_args(app.get("args") or {}))
         except Exception as exc:
             raise ValueError(f"{path}: application {app.get('name')!r}: {exc}") from None
-    if not out:
-        raise ValueError(f"{path}: no application uses deployments.builder:build_app")
     return out
 
 
