@@ -1,0 +1,3 @@
+"""A miniature LLM-Blender reproduction: seeded, programmatically checkable tasks for a tiny ensemble."""
+
+__all__: list[str] = []
