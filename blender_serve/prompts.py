@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from blender_serve.errors import InvalidInputError, validated
 from blender_serve.types import ChatMessage
 
-__all__ = ["normalize_messages", "as_messages", "split_messages", "ranker_source", "chat_as_plain_prompt"]
+__all__ = ["normalize_messages", "as_messages", "split_messages", "ranker_source", "chat_as_plain_prompt", "instruction_prompt"]
 
 _MESSAGE_HINT = "each message is {'role': 'system'|'user'|'assistant', 'content': '<text>'}"
 
@@ -75,3 +75,9 @@ def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, str]:
 def ranker_source(instruction: str, input: str) -> str:
     """The ranker's source text: instruction + input, concatenated with no separator (as PairRM was trained)."""
     return instruction + input
+
+
+def instruction_prompt(instruction: str, input: str) -> str:
+    """The user turn a base model sees for an (instruction, input) record: the non-empty parts,
+    separated by a blank line (MixInstruct records often hold the whole query in ``input``)."""
+    return "\n\n".join(part for part in (instruction, input) if part and part.strip())
