@@ -28,6 +28,7 @@ __all__ = [
     "get_strategy",
     "max_logits_scores",
     "max_wins_scores",
+    "play",
 ]
 
 Pairs = list[tuple[int, int]]
@@ -189,3 +190,21 @@ def get_strategy(name: str) -> Strategy:
             f"unknown ranking strategy {name!r}; use one of: {', '.join(sorted(STRATEGIES))}"
         )
     return STRATEGIES[name]
+
+
+def play(strategy: Strategy | str, M: np.ndarray, rng: Optional[np.random.Generator] = None) -> Ranking:
+    """Run a strategy's rounds against an already computed full matrix ``M`` (``M[i, j] = f(c_i, c_j)``).
+
+    Each strategy sees exactly the logits it would have asked the encoder for, so its ranking
+    equals a live run's; the evaluation scores every ordered pair once and plays every strategy
+    from the cache. Example: ``play("bubble", M, np.random.default_rng(0)).order[0]``.
+    """
+    strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    M = np.asarray(M, dtype=np.float64)
+    run = strategy.rounds(M.shape[0], rng if rng is not None else np.random.default_rng(0))
+    pairs = run.send(None)
+    while True:
+        try:
+            pairs = run.send(np.array([M[i, j] for i, j in pairs], dtype=np.float64))
+        except StopIteration as done:
+            return done.value

@@ -232,6 +232,28 @@ class PairRanker:
             return [float(v) for v in logits]
         return [float(-v) for v in logits]
 
+    def pair_logits(self, sources: Sequence[str], candidates: Sequence[Sequence[str]],
+                    pairs: Sequence[Sequence[tuple[int, int]]]) -> list[np.ndarray]:
+        """Raw logits f(c_i, c_j) of the requested ordered pairs of each source, in shared batched passes.
+
+        ``pairs[k]`` lists (i, j) index pairs into ``candidates[k]``; the result's k-th array holds
+        their logits in that order. The evaluation uses it to fill full matrices once and cache them.
+        """
+        if not (len(sources) == len(candidates) == len(pairs)):
+            raise InvalidInputError(f"got {len(sources)} sources, {len(candidates)} candidate lists and "
+                                    f"{len(pairs)} pair lists; pass one of each per source")
+        items, spans = [], []
+        for k, (s, cands, wanted) in enumerate(zip(sources, candidates, pairs)):
+            group = self._group(_check_text(s, f"sources[{k}]"), _check_candidates(cands, f"candidates[{k}]", minimum=1))
+            start = len(items)
+            for i, j in wanted:
+                if not (0 <= i < len(cands) and 0 <= j < len(cands)) or i == j:
+                    raise InvalidInputError(f"pairs[{k}] holds ({i}, {j}); use two different indices below {len(cands)}")
+                items.append(self.encoder.pair(group, i, j))
+            spans.append((start, len(items)))
+        logits = self._score(items)
+        return [logits[a:b].copy() for a, b in spans]
+
     # ------------------------------------------------------------------ rank
     def rank(self, source: str, candidates: Sequence[str], strategy: str = "max_logits",
              top_k: Optional[int] = None, seed: Optional[int] = None) -> RankResult:
