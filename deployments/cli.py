@@ -5,6 +5,11 @@
     blender-serve up [CONFIG] [--prompt TEXT] [--port N]       start an embedded local Ray, deploy CONFIG
                                                                 (default configs/cpu.yaml), ask over HTTP,
                                                                 print candidates, ranking and answer, stop
+    blender-serve collect --config CONFIG --tasks FILE --out FILE  candidates from the served base models
+    blender-serve eval --data FILE [--ranker P] [--fuser P] --out DIR   every method side by side
+    blender-serve train-ranker --train FILE --init P --signal S --out DIR   fine-tune a PairRanker
+    blender-serve data check|convert ...                        MixInstruct-format data
+    blender-serve build-local NAME                              build a local model (e.g. pairrm-minilm-mini)
 """
 
 from __future__ import annotations
@@ -48,13 +53,14 @@ def _up(config_path: str, prompt: str, port: Optional[int], keep: bool) -> int:
     import ray
     from ray import serve
 
-    from blender_serve.cli import print_result
+    from blender_serve.cli import print_result, ranker_label
+    from blender_serve.config import blender_applications
     from blender_serve.types import BlendResult
     from deployments.builder import build_app, validate_config_file
 
     validate_config_file(config_path)
     config = yaml.safe_load(Path(config_path).read_text())
-    app_cfg = next(a for a in config["applications"] if a.get("import_path") == "deployments.builder:build_app")
+    app_cfg = blender_applications(config, config_path)[0]
     if port is None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -74,7 +80,7 @@ def _up(config_path: str, prompt: str, port: Optional[int], keep: bool) -> int:
                                              "finish_reason": resp.choices[0].finish_reason,
                                              "usage": {"prompt_tokens": resp.usage.prompt_tokens,
                                                        "completion_tokens": resp.usage.completion_tokens}})
-        print_result(prompt, result, ready_s)
+        print_result(prompt, result, ready_s, ranker=ranker_label(app_cfg["args"]["ensemble"]["ranker"]["path"]))
         if keep:
             print(f"serving at http://127.0.0.1:{port} (Ctrl-C to stop)", file=sys.stderr)
             while True:
@@ -102,7 +108,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     up.add_argument("--prompt", default=DEFAULT_PROMPT)
     up.add_argument("--port", type=int, default=None)
     up.add_argument("--keep", action="store_true", help="keep serving after the answer")
+    from blender_serve.cli import add_offline_commands
+
+    add_offline_commands(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is not None:
+        return args.func(args)
     if args.command == "validate":
         return _validate(args.files)
     if args.command == "up":
