@@ -45,6 +45,18 @@ def pytest_collection_modifyitems(config, items):
 
 # -- tiny real checkpoints, built once per session ---------------------------------------------
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module: tiny models gain nothing from threads, and OpenMP spinning
+    on a busy 2-core box is about 20x slower. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny")

@@ -26,7 +26,7 @@ from blender_serve.ranker.layout import (
     PREFIX_TOKENS,
 )
 
-__all__ = ["RankerCheckpoint", "read_checkpoint"]
+__all__ = ["RankerCheckpoint", "read_checkpoint", "read_config_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,16 +129,22 @@ def _read_hf(directory: Path, cfg: dict) -> RankerCheckpoint:
                             str(cfg.get("_name_or_path") or directory))
 
 
+def read_config_json(directory: Path, hint: str) -> dict:
+    """A checkpoint directory's ``config.json`` as a dict; CheckpointError (with ``hint``) if absent or not JSON."""
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{directory} has no config.json; {hint}")
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from exc
+
+
 def read_checkpoint(path_or_id: str | os.PathLike) -> RankerCheckpoint:
     """Read a PairRM checkpoint of either layout; the tokenizer gets the four prefix tokens."""
     directory = resolve_checkpoint_dir(path_or_id)
+    cfg = read_config_json(directory, "is it a PairRM checkpoint directory?")
     config_file = directory / "config.json"
-    if not config_file.exists():
-        raise CheckpointError(f"{directory} has no config.json; is it a PairRM checkpoint directory?")
-    try:
-        cfg = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from exc
     if "ranker_type" in cfg:
         ckpt = _read_original(directory, cfg)
     elif "model_type" in cfg:

@@ -5,12 +5,12 @@ path only."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 from blender_serve.errors import CheckpointError, InvalidInputError
 from blender_serve.loading import resolve_checkpoint_dir
+from blender_serve.ranker.checkpoint import read_config_json
 
 __all__ = ["StartingPoint", "BARE_ENCODER_MAXLENGTH", "is_pairrm_checkpoint", "load_starting_point", "make_accelerator"]
 
@@ -40,13 +40,7 @@ class StartingPoint:
 
 def is_pairrm_checkpoint(directory: Path) -> Optional[str]:
     """'original' or 'hf' for a PairRM checkpoint of that layout, None for anything else."""
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{directory} has no config.json; pass a PairRM checkpoint or an encoder directory")
-    try:
-        cfg = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from exc
+    cfg = read_config_json(directory, "pass a PairRM checkpoint or an encoder directory")
     if "ranker_type" in cfg:
         return "original"
     return "hf" if any(k in cfg for k in _PAIRRM_KEYS) else None

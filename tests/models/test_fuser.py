@@ -23,17 +23,11 @@ ITEMS = [
 LONG = "Large language models answer questions, write code and summarise text. " * 60  # ~2000 tokens with the tiny vocabulary
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 # -- fixtures ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Tiny models gain nothing from threads, and OpenMP spinning on a busy 2-core box is ~20x slower.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

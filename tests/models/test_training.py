@@ -24,6 +24,9 @@ BAD = "1 2 3 4 5 6 7 8".split()
 FILLER = "capital France Italy sky blue light hello world".split()
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def make_examples(n: int, seed: int) -> list[TrainExample]:
     rng = random.Random(seed)
     out = []
@@ -36,15 +39,6 @@ def make_examples(n: int, seed: int) -> list[TrainExample]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Tiny models gain nothing from threads, and OpenMP spinning on a busy 2-core box is far slower.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
