@@ -22,6 +22,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -296,10 +297,12 @@ def _fuse_all(setup: EvalSetup, records, orders, scorer, cache, metrics) -> tupl
                   "fused": fused_n, "cached": cached_n}
 
 
-def _partial_fusion_rows(fused, ranked, table, metrics, shares=(25, 50, 75)) -> dict[str, dict]:
+def _partial_fusion_rows(fused, ranked, table, metrics, primary: Optional[str],
+                         shares=(25, 50, 75)) -> tuple[dict[str, dict], dict[str, list[float]]]:
     """``blender-fuse<q>%``: fuse only the q% of records where the ranker is least sure (smallest
     top-1 - top-2 score margin), answer the rest with its top-1: "fuse or pick?" (SPEC: Self-MoA).
-    Uses the fused answers already made, so it costs nothing more."""
+    Uses the fused answers already made, so it costs nothing more. Returns the rows and, per row, the
+    primary metric's value on every record (NaN where it has none), for the significance test."""
     margins = []
     for scores in ranked["scores"]:
         if scores is None:
@@ -308,7 +311,7 @@ def _partial_fusion_rows(fused, ranked, table, metrics, shares=(25, 50, 75)) -> 
         top2 = np.sort(np.asarray(scores, dtype=float))[::-1][:2]
         margins.append(float(top2[0] - top2[1]))
     finite = [m for m in margins if math.isfinite(m)]
-    rows = {}
+    rows, vectors = {}, {}
     for q in shares:
         if not finite:
             break
@@ -318,13 +321,58 @@ def _partial_fusion_rows(fused, ranked, table, metrics, shares=(25, 50, 75)) -> 
             values = []
             for k, (f, pick, margin) in enumerate(zip(fused, ranked["picks"], margins)):
                 if f is None or pick is None:
-                    continue
-                values.append(f["scores"].get(metric, math.nan) if margin <= cut else table[metric][k][pick])
+                    values.append(math.nan)
+                else:
+                    values.append(f["scores"].get(metric, math.nan) if margin <= cut else table[metric][k][pick])
             row[metric] = _mean(values)
+            if metric == primary:
+                vectors[f"blender-fuse{q}%"] = values
         row["n"] = sum(f is not None for f in fused)
         row["fused_share"] = 100.0 * sum(m <= cut for m in margins) / len(margins)
         rows[f"blender-fuse{q}%"] = row
-    return rows
+    return rows, vectors
+
+
+def paired_bootstrap(values: Sequence[float], baseline: Sequence[float], higher_is_better: bool = True,
+                     seed: int = 0, resamples: int = 2000) -> Optional[dict[str, Any]]:
+    """How much a method beats a baseline on the same records, with a 95% paired-bootstrap interval.
+
+    ``delta`` > 0 means better (for a lower-is-better metric the sign is flipped); records where
+    either value is missing are left out. ``p_not_better`` is the share of resamples whose mean
+    delta is <= 0. None when no record has both values.
+    Example: ``paired_bootstrap([1, 1, 0, 1], [0, 1, 0, 0])["delta"] == 0.5``.
+    """
+    a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = (a - b)[keep] if higher_is_better else (b - a)[keep]
+    if d.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"delta": float(d.mean()), "ci95": [float(lo), float(hi)], "n": int(d.size),
+            "p_not_better": float((means <= 0).mean())}
+
+
+def _significance(vectors: dict[str, list[float]], models: Sequence[str], primary: Optional[str],
+                  seed: int) -> Optional[dict[str, Any]]:
+    """Every method against the best single model on the primary metric (paired bootstrap, same records)."""
+    if primary is None:
+        return None
+    higher = primary != "gpt_rank"
+    means = {m: _mean(vectors[m]) for m in models if m in vectors}
+    means = {m: v for m, v in means.items() if not math.isnan(v)}
+    if not means:
+        return None
+    best = (max if higher else min)(means, key=means.get)
+    out = {}
+    for name, values in vectors.items():
+        if name == best or not len(values):
+            continue
+        stats = paired_bootstrap(values, vectors[best], higher_is_better=higher, seed=seed)
+        if stats is not None:
+            out[name] = stats
+    return {"metric": primary, "baseline": best, "higher_is_better": higher, "methods": out}
 
 
 # ------------------------------------------------------------------------------------ main
@@ -378,8 +426,19 @@ def run_eval(setup: EvalSetup) -> dict[str, Any]:
         s = cmp_scores(r)
         cmp_per_record.append(None if s is None else [float(s.get(m, math.nan)) for m in r.models])
     record_ranks = [record_gpt_ranks(r) for r in records]
-    if any(x is not None for x in record_ranks):
+    has_gpt = any(x is not None for x in record_ranks)
+    if has_gpt:
         picks["oracle-gpt_rank"] = [None if s is None else _argmax(s) for s in cmp_per_record]
+    primary = setup.primary or ("verify_all" if "verify_all" in metrics else "gpt_rank" if has_gpt else
+                                next((m for m in ("bertscore", "rougeL", "bleu") if m in metrics), metrics[0] if metrics else None))
+    if primary == "gpt_rank":  # per record and candidate: its GPT rank (lower is better)
+        primary_table = [[float(rk[m]) if rk and m in rk else math.nan for m in r.models]
+                         for r, rk in zip(records, record_ranks)]
+    else:
+        primary_table = table.get(primary, [[math.nan] * len(r.candidates) for r in records])
+
+    def primary_values(ps: Sequence[Optional[int]]) -> list[float]:
+        return [primary_table[k][p] if p is not None else math.nan for k, p in enumerate(ps)]
 
     ranker_info: dict[str, Any] = {}
     strategy_results = {}
@@ -407,6 +466,7 @@ def run_eval(setup: EvalSetup) -> dict[str, Any]:
         del ranker
 
     methods = {name: _method_row(p, table) for name, p in picks.items()}
+    vectors = {name: primary_values(p) for name, p in picks.items()}
     rng = np.random.default_rng(setup.seed)
     random_runs = []
     for _ in range(setup.random_seeds):
@@ -417,6 +477,11 @@ def run_eval(setup: EvalSetup) -> dict[str, Any]:
     methods["random"]["n"] = rows[0]["n"] if rows else 0
     if rows and len(rows) > 1:
         methods["random"]["std"] = {m: float(np.nanstd([row[m] for row in rows])) for m in metrics}
+    if random_runs:
+        with warnings.catch_warnings():  # a record no seed could score is NaN, on purpose
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_seed = np.array([primary_values(run) for run in random_runs], dtype=float)
+            vectors["random"] = list(np.nanmean(per_seed, axis=0)) if np.isfinite(per_seed).any() else []
 
     fusion_info = None
     if setup.fuser:
@@ -429,13 +494,17 @@ def run_eval(setup: EvalSetup) -> dict[str, Any]:
         row = {m: _mean((f["scores"].get(m, math.nan) if f else None) for f in fused) for m in metrics}
         row["n"] = sum(f is not None for f in fused)
         methods["blender"] = row
-        methods.update(_partial_fusion_rows(fused, strategy_results[setup.fusion_strategy], table, metrics))
+        vectors["blender"] = [f["scores"].get(primary, math.nan) if f else math.nan for f in fused]
+        partial_rows, partial_vectors = _partial_fusion_rows(fused, strategy_results[setup.fusion_strategy], table,
+                                                             metrics, primary)
+        methods.update(partial_rows)
+        vectors.update(partial_vectors)
         (out / "fused.jsonl").write_text("".join(json.dumps({"id": r.id, "text": f["text"], "scores": f["scores"]},
                                                             ensure_ascii=False) + "\n"
                                                  for r, f in zip(records, fused) if f), encoding="utf-8")
 
     gpt = None
-    if any(x is not None for x in record_ranks):
+    if has_gpt:
         model_rank = model_gpt_ranks(record_ranks)
         compare_to = sorted(model_rank, key=model_rank.get)
         selections = {name: [None if p is None else records[i].models[p] for i, p in enumerate(ps)]
@@ -449,8 +518,7 @@ def run_eval(setup: EvalSetup) -> dict[str, Any]:
             methods.setdefault(name, {}).update({k: v for k, v in row.items() if k != "n"})
             methods[name]["n_gpt_rank"] = row["n"]
 
-    primary = setup.primary or ("verify_all" if "verify_all" in metrics else "gpt_rank" if gpt else
-                                next((m for m in ("bertscore", "rougeL", "bleu") if m in metrics), metrics[0] if metrics else None))
+    significance = _significance(vectors, models, primary, setup.seed)
     cache.close()
     timings["total_s"] = time.perf_counter() - t0
     results = {
@@ -465,6 +533,7 @@ def run_eval(setup: EvalSetup) -> dict[str, Any]:
                  "candidates_per_record": _mean(len(r.candidates) for r in records)},
         "ranker": ranker_info or None,
         "fusion": fusion_info,
+        "significance": significance,
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "setup": {"strategies": list(setup.strategies), "random_seeds": setup.random_seeds, "seed": setup.seed,
                   "top_k": setup.top_k, "fusion_strategy": setup.fusion_strategy, **setup.extra},

@@ -190,6 +190,16 @@ def write_report(results: dict[str, Any], out: Path, *, records=None, table=None
              "`output`; verify: records with verifiers); `n` counts the records a method answered. "
              "`blender-fuse<q>%` fuses only the q% of records with the smallest ranker margin and picks the "
              "ranker's top-1 elsewhere.", ""]
+    sig = results.get("significance")
+    if sig and sig.get("methods"):
+        scale = 100.0 if sig["metric"] in _PERCENT else 1.0
+        shown = [m for m in method_order(results) if m in sig["methods"] and m not in results["models"]]
+        lines += [f"Against the best single model ({sig['baseline']}) on {sig['metric']}, same records, paired "
+                  "bootstrap (delta > 0 is better; 95% interval):", ""]
+        lines += [f"- {m}: {scale * sig['methods'][m]['delta']:+.2f} "
+                  f"[{scale * sig['methods'][m]['ci95'][0]:+.2f}, {scale * sig['methods'][m]['ci95'][1]:+.2f}] "
+                  f"over {sig['methods'][m]['n']} records" for m in shown]
+        lines += [""]
     if results.get("ranker"):
         acc = results["ranker"].get("pairwise_accuracy") or {}
         if acc:

@@ -74,6 +74,13 @@ def test_every_method_is_measured_and_oracle_beats_every_single_model(data_file,
     fused = [json.loads(line) for line in (out / "fused.jsonl").read_text().splitlines()]
     assert len(fused) == 6 and all("rougeL" in f["scores"] for f in fused)
     assert methods["blender"]["n"] == 6 and not math.isnan(methods["blender"]["rougeL"])
+    # significance: every method against the best single model (m_good, by GPT-Rank) on the same records
+    sig = results["significance"]
+    assert (sig["metric"], sig["baseline"], sig["higher_is_better"]) == ("gpt_rank", "m_good", False)
+    assert sig["methods"]["oracle-gpt_rank"]["delta"] == pytest.approx(0.25)  # 1.25 -> 1.0 over 4 records
+    assert sig["methods"]["m_bad"]["delta"] == pytest.approx(-1.75) and sig["methods"]["m_bad"]["ci95"][1] < 0
+    assert "blender" not in sig["methods"]  # a fused answer has no GPT rank offline
+    assert "paired bootstrap" in (out / "results.md").read_text()
     # fusing only the least confident records mixes fused and picked answers
     assert {"blender-fuse25%", "blender-fuse50%", "blender-fuse75%"} <= set(methods)
     assert methods["blender-fuse50%"]["n"] == 6 and 0 < methods["blender-fuse50%"]["fused_share"] <= 100
@@ -103,6 +110,16 @@ def test_rerun_is_served_from_the_cache_and_equal(data_file, tmp_path, pairrm_or
                 assert math.isnan(second["methods"][name][metric])
             else:
                 assert second["methods"][name][metric] == value, (name, metric)
+
+
+def test_paired_bootstrap_by_hand():
+    from blender_serve.eval.harness import paired_bootstrap
+
+    stats = paired_bootstrap([1, 1, 0, 1, float("nan")], [0, 1, 0, 0, 1])
+    assert stats["delta"] == pytest.approx(0.5) and stats["n"] == 4  # the NaN record is left out
+    assert stats["ci95"][0] <= 0.5 <= stats["ci95"][1] and 0 <= stats["p_not_better"] < 0.2
+    assert paired_bootstrap([2.0, 3.0], [1.0, 1.0], higher_is_better=False)["delta"] == pytest.approx(-1.5)
+    assert paired_bootstrap([float("nan")], [1.0]) is None
 
 
 def test_strategies_played_from_the_matrix_equal_live_ranking(pairrm_original):
