@@ -99,7 +99,8 @@ def _cmd_eval(a) -> int:
                       strategies=_csv(a.strategies) if a.strategies else DEFAULT_STRATEGIES,
                       metrics=_csv(a.metrics) if a.metrics is not None else None, bertscore_model=a.bertscore_model,
                       random_seeds=a.random_seeds, top_k=a.top_k, fusion_strategy=a.fusion_strategy,
-                      fuse_max_new_tokens=a.fuse_max_new_tokens, primary=a.primary, limit=a.limit,
+                      fuse_max_new_tokens=a.fuse_max_new_tokens, fuse_batch_size=a.fuse_batch_size,
+                      primary=a.primary, limit=a.limit,
                       skip_bad=a.skip_bad, device=a.device, seed=a.seed, progress=not a.no_progress)
     results = run_eval(setup)
     print(markdown_table(results))
@@ -195,6 +196,7 @@ def add_offline_commands(sub) -> None:
     e.add_argument("--top-k", type=int, default=3, help="candidates the fuser reads (default 3)")
     e.add_argument("--fusion-strategy", default="max_logits")
     e.add_argument("--fuse-max-new-tokens", type=int)
+    e.add_argument("--fuse-batch-size", type=int, default=8, help="records fused per generate call (default 8)")
     e.add_argument("--primary", help="metric of the plots (default verify_all, else gpt_rank, else bertscore/rougeL)")
     e.add_argument("--limit", type=int)
     e.add_argument("--skip-bad", action="store_true")

@@ -57,6 +57,7 @@ class EvalSetup:
     top_k: int = 3
     fusion_strategy: str = "max_logits"
     fuse_max_new_tokens: Optional[int] = None
+    fuse_batch_size: int = 8  # records fused per generate call (padded batch)
     primary: Optional[str] = None  # the metric the plots use (default: verify_all, else gpt_rank, else ...)
     limit: Optional[int] = None
     skip_bad: bool = False
@@ -262,39 +263,44 @@ def _pairwise_accuracy(matrices, table: dict[str, list[list[float]]], cmp_scores
 
 
 # ------------------------------------------------------------------------------------ fusion
-def _fuse_all(setup: EvalSetup, records, orders, scorer, cache, metrics) -> tuple[list[Optional[dict]], dict]:
-    """The blender's fused answer for every record, scored; cached by fuser, record and top-K texts."""
+def _fuse_all(setup: EvalSetup, records, orders, scorer, cache) -> tuple[list[Optional[dict]], dict]:
+    """The blender's fused answer for every record, scored; cached by fuser, record and top-K texts.
+
+    Records missing from the cache are fused ``fuse_batch_size`` at a time (one padded generate call)."""
     from blender_serve.eval.cache import digest, model_fingerprint
     from blender_serve.loading import resolve_model_path
 
+    if setup.fuse_batch_size < 1:
+        raise InvalidInputError(f"fuse_batch_size must be at least 1, got {setup.fuse_batch_size}")
     fuser, cfg = load_fuser(setup.fuser, device=setup.device, max_new_tokens=setup.fuse_max_new_tokens)
     fp = digest(model_fingerprint(resolve_model_path(cfg.path)), cfg.model_dump_json())
-    rows: list[Optional[dict]] = []
-    fused_n = cached_n = 0
-    with _bar(setup, len(records), "fuse") as bar:
-        for r, order in zip(records, orders):
-            if not r.candidates:
-                rows.append(None)
-                bar.update(1)
-                continue
-            top = [r.candidates[i].text for i in order[: setup.top_k]]
-            key = digest(fp, r.instruction, r.input, *top)
-            hit = cache.get_fused(key)
-            if hit is None:
-                out = fuser.fuse(r.instruction, r.input, top)
-                hit = {"text": out.text}
-                cache.put_fused(key, hit)
-                fused_n += 1
-            else:
-                cached_n += 1
-            scores = scorer.score_texts(r, [hit["text"]])[0]
-            rows.append({"text": hit["text"], "scores": scores})
-            bar.update(1)
+    items: dict[int, tuple[str, str, list[str]]] = {}
+    texts: dict[int, str] = {}
+    for k, (r, order) in enumerate(zip(records, orders)):
+        if r.candidates:
+            items[k] = (r.instruction, r.input, [r.candidates[i].text for i in order[: setup.top_k]])
+    keys = {k: digest(fp, *item[:2], *item[2]) for k, item in items.items()}
+    for k, key in keys.items():
+        hit = cache.get_fused(key)
+        if hit is not None:
+            texts[k] = hit["text"]
+    todo = [k for k in items if k not in texts]
+    cached_n = len(texts)
+    with _bar(setup, len(todo), "fuse") as bar:
+        for start in range(0, len(todo), setup.fuse_batch_size):
+            chunk = todo[start:start + setup.fuse_batch_size]
+            for k, out in zip(chunk, fuser.fuse_batch([items[k] for k in chunk])):
+                texts[k] = out.text
+                cache.put_fused(keys[k], {"text": out.text})
+            bar.update(len(chunk))
     close = getattr(fuser, "close", None)
     if close is not None:
         close()
+    rows: list[Optional[dict]] = [None] * len(records)
+    for k, text in texts.items():
+        rows[k] = {"text": text, "scores": scorer.score_texts(records[k], [text])[0]}
     return rows, {"path": cfg.path, "kind": cfg.kind, "top_k": setup.top_k, "strategy": setup.fusion_strategy,
-                  "fused": fused_n, "cached": cached_n}
+                  "batch_size": setup.fuse_batch_size, "fused": len(todo), "cached": cached_n}
 
 
 def _partial_fusion_rows(fused, ranked, table, metrics, primary: Optional[str],
@@ -488,8 +494,7 @@ def run_eval(setup: EvalSetup) -> dict[str, Any]:
         if not setup.ranker:
             raise InvalidInputError("the blender method fuses the ranker's top-K: pass --ranker with --fuser")
         t = time.perf_counter()
-        fused, fusion_info = _fuse_all(setup, records, strategy_results[setup.fusion_strategy]["orders"], scorer, cache,
-                                       metrics)
+        fused, fusion_info = _fuse_all(setup, records, strategy_results[setup.fusion_strategy]["orders"], scorer, cache)
         timings["fuse_s"] = time.perf_counter() - t
         row = {m: _mean((f["scores"].get(m, math.nan) if f else None) for f in fused) for m in metrics}
         row["n"] = sum(f is not None for f in fused)
