@@ -32,13 +32,17 @@ def test_serve_run_cpu_config_subprocess(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="bsr-", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     serve_bin = Path(sys.executable).parent / "serve"
+    # Output to a file, not a pipe: nobody reads a pipe while the app runs, and once its buffer is
+    # full (Ray logs every replica's model loading) `serve run` blocks on a write, e.g. mid-exit.
+    log_path = tmp_path / "serve_run.log"
+    log = open(log_path, "w")
     # A fresh session of its own, so SIGINT reaches serve run and not this test.
-    proc = subprocess.Popen([str(serve_bin), "run", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([str(serve_bin), "run", str(path)], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, text=True)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, log_path.read_text()[-3000:]
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                     break
@@ -58,9 +62,10 @@ def test_serve_run_cpu_config_subprocess(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=120)  # Serve drains each replica; slow on a loaded 2-core box
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                raise
+                pytest.fail(f"serve run did not exit within 120 s of SIGINT; its last output:\n{log_path.read_text()[-3000:]}")
+        log.close()
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode in (0, -signal.SIGINT, 130), proc.returncode
