@@ -36,9 +36,12 @@ def test_serve_run_cpu_config_subprocess(tmp_path):
     # full (Ray logs every replica's model loading) `serve run` blocks on a write, e.g. mid-exit.
     log_path = tmp_path / "serve_run.log"
     log = open(log_path, "w")
-    # A fresh session of its own, so SIGINT reaches serve run and not this test.
+    # A fresh session of its own, so SIGINT reaches serve run and not this test; SIGINT back to its
+    # default, since a suite started from a background job (nohup, `cmd &`) inherits it ignored, and
+    # serve run would then never stop.
     proc = subprocess.Popen([str(serve_bin), "run", str(path)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, text=True)
+                            start_new_session=True, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -62,7 +65,7 @@ def test_serve_run_cpu_config_subprocess(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
             try:
-                proc.wait(timeout=120)  # Serve drains each replica; slow on a loaded 2-core box
+                proc.wait(timeout=120)  # Serve drains each replica: give a loaded 2-core box time
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 pytest.fail(f"serve run did not exit within 120 s of SIGINT; its last output:\n{log_path.read_text()[-3000:]}")
