@@ -83,7 +83,12 @@ def _cmd_collect(a) -> int:
     from blender_serve.eval.scoring import CandidateScorer
 
     config = load_ensemble_config(a.config, app=a.app)
-    scorer = CandidateScorer(metrics=_csv(a.metrics) if a.metrics is not None else None)
+    bert = None
+    if a.bertscore_model:
+        from blender_serve.eval.metrics import BertScorer
+
+        bert = BertScorer(a.bertscore_model)
+    scorer = CandidateScorer(metrics=_csv(a.metrics) if a.metrics is not None else None, bert_scorer=bert)
     report = asyncio.run(collect(config, a.tasks, a.out, endpoint=a.endpoint, endpoint_model=a.endpoint_model,
                                  api_key_env=a.api_key_env, concurrency=a.concurrency, limit=a.limit,
                                  skip_bad=a.skip_bad, scorer=scorer, progress=not a.no_progress))
@@ -180,6 +185,7 @@ def add_offline_commands(sub) -> None:
     c.add_argument("--concurrency", type=int, default=8, help="generation calls in flight (default 8)")
     c.add_argument("--limit", type=int)
     c.add_argument("--metrics", help="text metrics against `output` (comma list; default bleu,rouge1,rouge2,rougeL; '' for none)")
+    c.add_argument("--bertscore-model", help="also score bertscore against `output` with this encoder (e.g. local:minilm-l6-v2)")
     c.add_argument("--skip-bad", action="store_true", help="skip and count malformed task records")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=_cmd_collect)

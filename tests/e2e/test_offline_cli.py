@@ -92,3 +92,16 @@ def test_data_convert_and_a_malformed_file(tmp_path):
     assert "bad.jsonl" in proc.stderr and "record 2" in proc.stderr and "candidates[0].text" in proc.stderr
     proc = _cli("data", "check", str(bad), "--skip-bad")
     assert proc.returncode == 0 and json.loads(proc.stdout)["skipped_bad"] == 1
+
+
+def test_collect_scores_bertscore_with_a_local_encoder(tmp_path, ensemble_file):
+    tasks = tmp_path / "tasks.jsonl"
+    write_records(tasks, [{"id": "q", "instruction": "What is 40 + 2?", "output": "42"}])
+    out = tmp_path / "cands.jsonl"
+    proc = _cli("collect", "--config", str(ensemble_file), "--tasks", str(tasks), "--out", str(out), "--no-progress",
+                "--metrics", "rougeL", "--bertscore-model", "local:minilm-l6-v2")
+    assert proc.returncode == 0, proc.stderr
+    (record,) = read_records(out)
+    right, chatty = record.candidate("right").scores, record.candidate("chatty").scores
+    assert set(right) == {"rougeL", "bertscore"} and right["bertscore"] == pytest.approx(100.0, abs=0.01)
+    assert chatty["bertscore"] < right["bertscore"]
