@@ -2,7 +2,8 @@
 
 - ``wins.png``: the share of records each model wins on the primary metric (ties split), beside the
   share of the ranker's picks, so a ranker that favours one model shows at a glance;
-- ``margin.png``: the ranker's top-1 - top-2 score margin, split by whether its top-1 was truly best;
+- ``margin.png``: the ranker's top-1 - top-2 score margin, split by whether its top-1 was truly best
+  (records whose candidates all score the same are left out: there, every pick is "best");
 - ``comparisons.png``: quality against ranker comparisons per record, per strategy, between the
   random and oracle lines.
 """
@@ -129,6 +130,8 @@ def _plots(results, out: Path, records, table, strategy_results, picks) -> list[
         for scores, vals, pick in zip(ml["scores"], values, ml["picks"]):
             if scores is None or pick is None or all(math.isnan(v) for v in vals):
                 continue
+            if np.nanmin(vals) == np.nanmax(vals):  # every candidate equal: no pick can be right or wrong
+                continue
             top2 = np.sort(np.asarray(scores))[::-1][:2]
             best = np.nanmax(vals)
             (right if vals[pick] == best else wrong).append(float(top2[0] - top2[1]))
@@ -137,7 +140,7 @@ def _plots(results, out: Path, records, table, strategy_results, picks) -> list[
             ax.hist([right, wrong], bins=30, stacked=True, label=["top-1 is a best candidate", "top-1 is not"])
             ax.set_xlabel("ranker score margin, top-1 − top-2 (max_logits)")
             ax.set_ylabel("records")
-            ax.set_title(f"Ranker confidence vs correctness on {primary}")
+            ax.set_title(f"Ranker confidence vs correctness on {primary}\n(records whose candidates differ on it)")
             ax.legend()
             fig.tight_layout()
             fig.savefig(out / "margin.png", dpi=110)

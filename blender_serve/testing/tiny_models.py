@@ -36,7 +36,15 @@ def _unigram_vocab(special_tokens: list[str], vocab_size: int = 300) -> list[tup
         vocab_size=vocab_size, special_tokens=special_tokens, unk_token=special_tokens[-1] if "<unk>" in special_tokens[-1] else "[UNK]"
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
-    return [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+    vocab = json.loads(tok.to_str())["model"]["vocab"]
+    # The trainer is multithreaded and not deterministic: the single characters it must keep get
+    # scores that differ by ~1e-4 from run to run, and the list's order (so every token id, and every
+    # tiny model built on them) changed between processes, making parity tests flaky. Fix the order
+    # (specials first, then by piece), round the characters' scores (fallback pieces anyway) and the
+    # others' to 6 decimals (they differ in the last bits).
+    specials = [(p, s) for p, s in vocab if p in special_tokens]
+    rest = sorted((p, float(round(s)) if len(p) == 1 else round(s, 6)) for p, s in vocab if p not in special_tokens)
+    return specials + rest
 
 
 def deberta_tokenizer():
