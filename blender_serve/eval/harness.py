@@ -543,5 +543,6 @@ def run_eval(setup: EvalSetup) -> dict[str, Any]:
         "setup": {"strategies": list(setup.strategies), "random_seeds": setup.random_seeds, "seed": setup.seed,
                   "top_k": setup.top_k, "fusion_strategy": setup.fusion_strategy, **setup.extra},
     }
-    write_report(results, out, records=records, table=table, strategy_results=strategy_results, picks=picks)
+    signed = primary_table if primary != "gpt_rank" else [[-v for v in row] for row in primary_table]
+    write_report(results, out, records=records, primary_values=signed, strategy_results=strategy_results, picks=picks)
     return results

@@ -71,27 +71,13 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _primary_values(results, records, table) -> Optional[list[list[float]]]:
-    primary = results.get("primary")
-    if primary == "gpt_rank":
-        from blender_serve.data.preferences import cmp_scores
-
-        out = []
-        for r in records:
-            s = cmp_scores(r)
-            out.append([math.nan] * len(r.candidates) if s is None else [float(s.get(m, math.nan)) for m in r.models])
-        return out
-    return table.get(primary)
-
-
-def _plots(results, out: Path, records, table, strategy_results, picks) -> list[str]:
+def _plots(results, out: Path, records, values, strategy_results, picks) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    values = _primary_values(results, records, table)
     primary = results.get("primary")
     models = results["models"]
     if values is not None:
@@ -176,11 +162,14 @@ def _plots(results, out: Path, records, table, strategy_results, picks) -> list[
     return written
 
 
-def write_report(results: dict[str, Any], out: Path, *, records=None, table=None, strategy_results=None,
+def write_report(results: dict[str, Any], out: Path, *, records=None, primary_values=None, strategy_results=None,
                  picks=None) -> None:
-    """Write results.json, results.md and the plots into ``out`` (plots need the per-record data)."""
+    """Write results.json, results.md and the plots into ``out``. The plots need the per-record data:
+    ``primary_values[k][i]`` is candidate i of record k on the primary metric, signed so that higher
+    is better (negated GPT ranks)."""
     out = Path(out)
-    plots = _plots(results, out, records, table or {}, strategy_results or {}, picks or {}) if records else []
+    plots = (_plots(results, out, records, primary_values, strategy_results or {}, picks or {})
+             if records and primary_values is not None else [])
     results["plots"] = plots
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=True, ensure_ascii=False) + "\n",
                                       encoding="utf-8")
