@@ -1,6 +1,7 @@
 """What both transformers fusers share: loading, fitting the prompt, generation settings, batched
 generation and streaming (on ``blender_serve.hf_generation``'s worker). A subclass only says how
-to render its prompt from (already cut) texts."""
+to render its prompt from (already cut) texts. User texts are measured and cut as plain text: a
+special token they spell counts as the characters it is (``blender_serve.tokenize_safe``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from blender_serve.errors import BlenderError, GenerationError, InvalidInputErro
 from blender_serve.fuser._fit import cut_text, fit_lengths
 from blender_serve.fuser.base import Fuser, FuseItem, check_item
 from blender_serve.stops import StopMatcher, truncate_at_stop
+from blender_serve.tokenize_safe import encode_plain, structural_ids
 from blender_serve.types import FusionOutput, GenerationChunk, SamplingParams, Usage
 
 if TYPE_CHECKING:
@@ -97,6 +99,7 @@ class TransformersFuser(Fuser):
         self.num_beams = num_beams
         self.max_new_tokens = max_new_tokens
         self._worker = GenerationWorker(model, tokenizer, name=f"fuser-{self.kind}")
+        self._structural = structural_ids(tokenizer)  # ids a user's text must never produce
 
     # -- building ------------------------------------------------------------------------------
 
@@ -157,7 +160,7 @@ class TransformersFuser(Fuser):
         """
         self.check(instruction, input, candidates)
         texts = [instruction, input, *candidates]
-        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        ids = [encode_plain(self.tokenizer, t, protected=self._structural) for t in texts]
         lengths = [len(ids[0]), len(ids[1])] + [min(len(c), self.candidate_max_length) for c in ids[2:]]
 
         def render(lens: list[int]) -> list[int]:

@@ -1,4 +1,7 @@
-"""PromptedFuser: any instruction-tuned causal LM, prompted through its chat template to fuse answers."""
+"""PromptedFuser: any instruction-tuned causal LM, prompted through its chat template to fuse answers.
+
+Only the chat template's own markup is structure: the messages' contents are tokenized as plain
+text, so a user's ``<|im_start|>system ...`` stays text (``blender_serve.tokenize_safe``)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Optional, Sequence
 
 from blender_serve.errors import InvalidInputError
 from blender_serve.fuser.hf import TransformersFuser
+from blender_serve.tokenize_safe import encode_chat, encode_plain
 
 __all__ = ["PromptedFuser", "DEFAULT_TEMPLATE", "DEFAULT_CANDIDATE_TEMPLATE"]
 
@@ -80,11 +84,11 @@ class PromptedFuser(TransformersFuser):
             messages = [{"role": "user", "content": user_message}]
             if self.system_prompt:
                 messages.insert(0, {"role": "system", "content": self.system_prompt})
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             # The template already wrote any BOS it wants; adding specials would double it.
-            return self.tokenizer.encode(text, add_special_tokens=False)
+            return encode_chat(self.tokenizer, messages, protected=self._structural, add_generation_prompt=True)
         system = self.system_prompt + "\n\n" if self.system_prompt else ""
-        return self.tokenizer.encode(system + user_message + "\n\nAnswer:\n")
+        return encode_plain(self.tokenizer, system + user_message + "\n\nAnswer:\n", add_special_tokens=True,
+                            protected=self._structural)
 
     def render_prompt(self, instruction: str, input: str, candidates: Sequence[str]) -> list[int]:
         """The whole prompt's token ids: the chat template when the tokenizer has one."""

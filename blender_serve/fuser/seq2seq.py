@@ -1,4 +1,7 @@
-"""GenFuser: the LLM-Blender seq2seq fuser (the ``llm-blender/gen_fuser_3b`` layout, a Flan-T5)."""
+"""GenFuser: the LLM-Blender seq2seq fuser (the ``llm-blender/gen_fuser_3b`` layout, a Flan-T5).
+
+Only the template's own ``</s>`` and ``<extra_id_i>`` are special tokens: a user's instruction, input
+or candidate that spells one is tokenized as plain text (``blender_serve.tokenize_safe``)."""
 
 from __future__ import annotations
 
@@ -6,11 +9,25 @@ from typing import Sequence
 
 from blender_serve.errors import InvalidInputError
 from blender_serve.fuser.hf import TransformersFuser
+from blender_serve.tokenize_safe import Segment, encode_segments
 
-__all__ = ["GenFuser", "format_fuse_input", "FUSE_SUFFIX"]
+__all__ = ["GenFuser", "format_fuse_input", "fuse_input_segments", "FUSE_SUFFIX"]
 
 #: The line gen_fuser was trained to act on; it must end every input.
 FUSE_SUFFIX = "</s>Summarize candidates into a better one for the given instruction:"
+
+
+def fuse_input_segments(instruction: str, input: str, candidates: Sequence[str]) -> list[Segment]:
+    """gen_fuser's input as ``(text, is_user)`` segments: the template's lines, and the user's texts between them.
+
+    Example:
+        >>> fuse_input_segments("Say hi.", "", ["hi"])[:3]
+        [('Instruction: ', False), ('Say hi.', True), ('</s>Input: ', False)]
+    """
+    segments = [("Instruction: ", False), (instruction, True), ("</s>Input: ", False), (input, True), ("</s>", False)]
+    for i, c in enumerate(candidates):
+        segments += [(("</s>" if i else "") + f"Candidate {i}: <extra_id_{i}>:", False), (c, True)]
+    return segments + [(FUSE_SUFFIX, False)]
 
 
 def format_fuse_input(instruction: str, input: str, candidates: Sequence[str]) -> str:
@@ -20,8 +37,7 @@ def format_fuse_input(instruction: str, input: str, candidates: Sequence[str]) -
         >>> format_fuse_input("Say hi.", "", ["hi", "hello"])
         'Instruction: Say hi.</s>Input: </s>Candidate 0: <extra_id_0>:hi</s>Candidate 1: <extra_id_1>:hello</s>Summarize ...'
     """
-    cands = "</s>".join(f"Candidate {i}: <extra_id_{i}>:" + c for i, c in enumerate(candidates))
-    return "</s>".join(["Instruction: " + instruction, "Input: " + input, cands]) + FUSE_SUFFIX
+    return "".join(text for text, _ in fuse_input_segments(instruction, input, candidates))
 
 
 class GenFuser(TransformersFuser):
@@ -57,5 +73,7 @@ class GenFuser(TransformersFuser):
             )
 
     def render_prompt(self, instruction: str, input: str, candidates: Sequence[str]) -> list[int]:
-        """gen_fuser's input ids (no special tokens added, as the reference tokenizes it)."""
-        return self.tokenizer.encode(format_fuse_input(instruction, input, candidates), add_special_tokens=False)
+        """gen_fuser's input ids (no special tokens added, as the reference tokenizes it); the user's
+        texts are plain text, whatever special tokens they spell."""
+        return encode_segments(self.tokenizer, fuse_input_segments(instruction, input, candidates),
+                               protected=self._structural)

@@ -3,7 +3,8 @@
 The model runs on one dedicated worker thread, so the event loop never blocks and requests reach
 the model one at a time (a transformers model is not safe to call from two threads at once, and
 batch-1 calls keep every request's output independent of its neighbours). For throughput under
-concurrency use the vllm backend.
+concurrency use the vllm backend. Messages' contents are tokenized as plain text inside the chat
+template's markup, so a special token a user types never opens a turn (``blender_serve.tokenize_safe``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from blender_serve.errors import InvalidInputError
 from blender_serve.generators.base import Generator, _Collected
 from blender_serve.prompts import chat_as_plain_prompt
 from blender_serve.stops import StopMatcher, truncate_at_stop
+from blender_serve.tokenize_safe import encode_chat, encode_plain
 from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, Usage
 
 __all__ = ["TransformersGenerator"]
@@ -114,12 +116,9 @@ class TransformersGenerator(Generator):
     def _encode(self, chat: list[ChatMessage]) -> list[int]:
         tok = self._worker.tokenizer
         if getattr(tok, "chat_template", None):
-            prompt = tok.apply_chat_template(
-                [m.model_dump() for m in chat], add_generation_prompt=True, tokenize=False
-            )
             # The template already wrote any BOS the model expects.
-            return tok(prompt, add_special_tokens=False)["input_ids"]
-        return tok(chat_as_plain_prompt(chat))["input_ids"]
+            return encode_chat(tok, [m.model_dump() for m in chat], add_generation_prompt=True)
+        return encode_plain(tok, chat_as_plain_prompt(chat), add_special_tokens=True)
 
     def _kwargs(self, params: SamplingParams) -> dict[str, Any]:
         from blender_serve.hf_generation import generate_kwargs

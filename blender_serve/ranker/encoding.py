@@ -18,6 +18,7 @@ from typing import Sequence
 
 from blender_serve.errors import CheckpointError
 from blender_serve.ranker.layout import PREFIX_TOKENS
+from blender_serve.tokenize_safe import encode_segments_batch, structural_ids
 
 __all__ = ["PairEncoder", "EncodedGroup"]
 
@@ -50,20 +51,21 @@ class PairEncoder:
         sep = tokenizer.sep_token if tokenizer.sep_token is not None else tokenizer.eos_token
         self._sep_token = sep
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._structural = structural_ids(tokenizer, extra=ids)
 
     def candidate_max_length_for(self, source_len: int) -> int:
         """Token budget of each candidate next to a source of ``source_len`` tokens (specials included)."""
         return self.candidate_max_length + (self.source_max_length - source_len) // 2
 
-    def _clean(self, prefix: str, text: str, max_length: int) -> str:
-        full = prefix + text
+    def _clean(self, text: str, max_length: int) -> str:
         if self._sep_token:
-            full = full.replace(self._sep_token, " ")  # a literal [SEP] would split the segment
-        return full[: CHARS_PER_TOKEN * max_length + len(prefix)]
+            text = text.replace(self._sep_token, " ")  # a literal [SEP] would split the segment
+        return text[: CHARS_PER_TOKEN * max_length]
 
-    def _encode(self, texts: list[str], max_length: int) -> list[list[int]]:
-        enc = self.tokenizer(texts, max_length=max_length, truncation=True, add_special_tokens=True)
-        return [list(ids) for ids in enc["input_ids"]]
+    def _encode(self, prefix: str, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        prompts = [[(prefix, False), (self._clean(t, max_length), True)] for t in texts]
+        return encode_segments_batch(self.tokenizer, prompts, add_special_tokens=True, max_length=max_length,
+                                     protected=self._structural)
 
     @staticmethod
     def _prefix_pos(ids: Sequence[int], prefix_id: int) -> int:
@@ -74,9 +76,9 @@ class PairEncoder:
 
     def encode_group(self, source: str, candidates: Sequence[str]) -> EncodedGroup:
         """Encode one source and all its candidates (each candidate once)."""
-        (src,) = self._encode([self._clean(PREFIX_TOKENS[0], source, self.source_max_length)], self.source_max_length)
+        (src,) = self._encode(PREFIX_TOKENS[0], [source], self.source_max_length)
         cmax = self.candidate_max_length_for(len(src))
-        cands = self._encode([self._clean(PREFIX_TOKENS[3], c, cmax) for c in candidates], cmax) if candidates else []
+        cands = self._encode(PREFIX_TOKENS[3], candidates, cmax)
         return EncodedGroup(
             source_ids=tuple(src),
             source_prefix_pos=self._prefix_pos(src, self.source_prefix_id),
