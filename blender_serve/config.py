@@ -19,6 +19,7 @@ __all__ = [
     "BlendOptions",
     "BlenderConfig",
     "FusionMode",
+    "RankerFallback",
     "Device",
     "DType",
     "BUILDER_IMPORT_PATH",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 FusionMode = Literal["always", "never", "auto"]
+RankerFallback = Literal["fail", "unranked"]
 Device = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 
@@ -89,6 +91,7 @@ class BlendOptions(BaseModel):
     auto_fusion_margin: Optional[float] = Field(None, ge=0.0, description="In 'auto' mode, skip fusion when top-1 leads top-2 by at least this score.")
     deadline_s: Optional[float] = Field(None, gt=0.0, description="Per-model generation deadline in seconds.")
     min_candidates: Optional[int] = Field(None, ge=1, description="Fewest answers needed to go on.")
+    on_ranker_failure: Optional[RankerFallback] = Field(None, description="When the ranker fails or is unreachable: 'fail' (503) or 'unranked' (answer with a candidate, flagged).")
 
 
 class BlenderConfig(BaseModel):
@@ -105,6 +108,9 @@ class BlenderConfig(BaseModel):
     auto_fusion_margin: float = Field(1.0, ge=0.0, description="'auto' skips fusion when the top-1 score margin is at least this.")
     deadline_s: float = Field(60.0, gt=0.0, description="Per-model generation deadline in seconds.")
     min_candidates: int = Field(1, ge=1, description="Fewest answers needed to go on; fewer raises NotEnoughCandidatesError.")
+    on_ranker_failure: RankerFallback = Field("unranked", description="When the ranker fails, times out or is unreachable: 'fail' raises ComponentUnavailableError (HTTP 503), 'unranked' answers with the first model's candidate, unfused and flagged 'unranked' in provenance.")
+    rank_timeout_s: float = Field(30.0, gt=0.0, description="Most seconds the ranking stage may take before the ranker counts as failed.")
+    fuse_timeout_s: float = Field(120.0, gt=0.0, description="Most seconds a one-shot fusion may take (streamed: the longest wait for the next piece) before the fuser counts as failed and the top-ranked candidate answers, flagged 'unfused'.")
 
     @model_validator(mode="after")
     def _check(self) -> "BlenderConfig":

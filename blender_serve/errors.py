@@ -18,6 +18,7 @@ __all__ = [
     "DeadlineExceededError",
     "NotEnoughCandidatesError",
     "OverloadedError",
+    "ComponentUnavailableError",
     "validation_message",
     "validated",
 ]
@@ -64,6 +65,15 @@ class NotEnoughCandidatesError(BlenderError):
 
 class OverloadedError(BlenderError):
     """A component refused work because its queue is full; retry later."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ComponentUnavailableError(BlenderError):
+    """A component (a base model, the ranker or the fuser) could not be reached or died mid-call:
+    its replica crashed, its node left, or it has no healthy replica yet. Retry later."""
 
     def __init__(self, message: str, retry_after_s: float = 1.0):
         super().__init__(message)

@@ -72,10 +72,21 @@ class GenerationWorker:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else min(self.eos_ids, default=0)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"generate-{name}")
+        self.closed = False
+        self.decode_steps = 0  # tokens decoded so far over all calls (one per step, per batch); shows when work stops
 
     def close(self) -> None:
         """Stop the worker thread; queued calls are cancelled, a running one finishes."""
+        self.closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def check_health(self) -> None:
+        """RuntimeError when this worker can no longer generate (closed, or its model is gone)."""
+        if self.closed or self.model is None:
+            raise RuntimeError("the generation worker is closed")
+
+    def _count_step(self) -> None:
+        self.decode_steps += 1
 
     # -- one-shot -----------------------------------------------------------------------------
     def run(self, prompts: Sequence[Sequence[int]], kwargs: dict[str, Any], seed: Optional[int] = None) -> list[list[int]]:
@@ -118,7 +129,7 @@ class GenerationWorker:
             if seed is not None:
                 torch.manual_seed(seed)  # global RNG: this thread is the only one sampling from this model
             extra: dict[str, Any] = {"pad_token_id": self.pad_id,
-                                     "stopping_criteria": self._criteria_list([self._stop_when_set(cancel)])}
+                                     "stopping_criteria": self._criteria_list([self._stop_when_set(cancel, self._count_step)])}
             if streamer is not None:
                 extra["streamer"] = streamer
             with torch.inference_mode():
@@ -193,12 +204,14 @@ def _stop_criterion_class(base):
     class StopWhenSet(base):
         """Ends generation once its event is set (a deadline, a client gone, a stop string matched)."""
 
-        def __init__(self, event: threading.Event):
-            self.event = event
+        def __init__(self, event: threading.Event, on_step=None):
+            self.event, self.on_step = event, on_step
 
         def __call__(self, input_ids, scores, **kwargs):
             import torch
 
+            if self.on_step is not None:
+                self.on_step()
             return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
     return StopWhenSet

@@ -6,10 +6,12 @@ One stage sequence, written once (``Blender._stages``) and consumed by both ``bl
 settings; skipped on request or when the top candidate clearly leads) -> assemble a BlendResult
 with provenance. A model that fails, times out or answers nothing is dropped from that request and
 reported in ``errors``; fewer than ``min_candidates`` answers raise NotEnoughCandidatesError. A
-failing fuser degrades the request to the top-ranked answer (reported under ``errors["fuser"]``);
-it never loses the request. The pipeline talks to its components only through the Protocols of
-``blender_serve.interfaces``, so the Ray Serve ingress runs these same stages over deployment
-handles.
+failing or late ranker (``rank_timeout_s``) either fails the request (ComponentUnavailableError) or
+answers with the first model's candidate flagged ``unranked``, as ``on_ranker_failure`` says. A
+failing or late fuser (``fuse_timeout_s``) degrades the request to the top-ranked answer, flagged
+``unfused`` (the reason under ``errors["fuser"]``); it never loses the request. The pipeline
+talks to its components only through the Protocols of ``blender_serve.interfaces``, so the Ray
+Serve ingress runs these same stages over deployment handles.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import AsyncIterator, Optional, Sequence, Union
 
 from blender_serve.config import BlendOptions, BlenderConfig, FuserConfig, RankerConfig
 from blender_serve.errors import (
-    BlenderError,
+    ComponentUnavailableError,
     DeadlineExceededError,
     InvalidInputError,
     NotEnoughCandidatesError,
@@ -39,6 +41,7 @@ __all__ = ["Blender", "BlendStream", "ResolvedOptions", "FusionAttempt", "resolv
 logger = logging.getLogger(__name__)
 
 FUSER_FAILED = "fuser failed; answered with the top-ranked candidate"
+RANKER_FAILED = "ranker failed; answered with the first model's candidate, unranked"
 
 
 class ResolvedOptions(BlendOptions):
@@ -71,6 +74,7 @@ def resolve_options(config: BlenderConfig, options: BlendOptions | dict | None, 
         models=models, top_k=top_k, strategy=strategy, fusion=fusion,
         auto_fusion_margin=opts.auto_fusion_margin if opts.auto_fusion_margin is not None else config.auto_fusion_margin,
         deadline_s=opts.deadline_s or config.deadline_s, min_candidates=min_candidates,
+        on_ranker_failure=opts.on_ranker_failure or config.on_ranker_failure,
     )
 
 
@@ -107,7 +111,7 @@ class FusionAttempt:
 
 def assemble_result(generations: list[Generation], ranking: RankResult, top: list[int], fusion: Optional[FusionAttempt],
                     *, skipped: Optional[str], strategy: str, errors: dict[str, str],
-                    timings: dict[str, float]) -> BlendResult:
+                    timings: dict[str, float], unranked: bool = False) -> BlendResult:
     """The BlendResult of one request: candidates in rank order with scores, ranks and provenance;
     usage summed over every model call, the fuser's included (also when its answer was not used)."""
     fused = fusion is not None and fusion.error is None
@@ -123,7 +127,8 @@ def assemble_result(generations: list[Generation], ranking: RankResult, top: lis
         finish_reason=(fusion.finish_reason if fused else best.finish_reason) or "stop",
         fused=fused, fusion_skipped_reason=skipped, candidates=candidates,
         chosen=[generations[i].model for i in top] if fused else [], strategy=strategy,
-        errors=errors, timings=timings, usage=usage)
+        errors=errors, timings=timings, usage=usage,
+        degraded=(["unranked"] if unranked else []) + (["unfused"] if fusion is not None and not fused else []))
 
 
 class Blender:
@@ -264,10 +269,12 @@ class Blender:
         instruction, context = split_messages(messages)
         generations, errors = await self.generate_candidates(messages, opts, sampling)
         t_gen = time.perf_counter()
-        ranking = await self.rank_candidates(ranker_source(instruction, context), generations, opts.strategy)
+        ranking, ranker_error = await self._guarded_rank(ranker_source(instruction, context), generations, opts)
         t_rank = time.perf_counter()
         top = ranking.top_k(opts.top_k)
-        skipped = decide_fusion(opts, ranking, self.fuser is not None)
+        skipped = decide_fusion(opts, ranking, self.fuser is not None) if ranker_error is None else RANKER_FAILED
+        if ranker_error is not None:
+            errors["ranker"] = ranker_error
         fusion = None
         if skipped is None:
             fusion = FusionAttempt()
@@ -281,16 +288,37 @@ class Blender:
         t_end = time.perf_counter()
         timings = {"generate_s": t_gen - t0, "rank_s": t_rank - t_gen, "fuse_s": t_end - t_rank, "total_s": t_end - t0}
         yield assemble_result(generations, ranking, top, fusion, skipped=skipped, strategy=opts.strategy,
-                              errors=errors, timings=timings)
+                              errors=errors, timings=timings, unranked=ranker_error is not None)
+
+    async def _guarded_rank(self, source: str, generations: list[Generation],
+                            opts: ResolvedOptions) -> tuple[RankResult, Optional[str]]:
+        """The ranking, or, when the ranker fails or runs past ``rank_timeout_s``, what the request's
+        ``on_ranker_failure`` asks for: an unranked order (every score 0, models in the request's
+        order) with the reason, or ComponentUnavailableError (HTTP 503)."""
+        try:
+            return await asyncio.wait_for(self.rank_candidates(source, generations, opts.strategy),
+                                          self.config.rank_timeout_s), None
+        except InvalidInputError:
+            raise  # the caller's input is bad (a strategy it named, say): no fallback makes it good
+        except Exception as exc:
+            reason = (f"DeadlineExceededError: no ranking within {self.config.rank_timeout_s:g}s"
+                      if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}")
+        logger.warning("ranker failed (%s); on_ranker_failure=%s", reason, opts.on_ranker_failure)
+        if opts.on_ranker_failure == "fail":
+            raise ComponentUnavailableError(f"the ranker failed ({reason}); retry later, or send "
+                                            f"on_ranker_failure='unranked' to get an unranked answer")
+        n = len(generations)
+        return RankResult(order=list(range(n)), scores=[0.0] * n, strategy=opts.strategy), reason
 
     async def _fuse(self, instruction: str, context: str, texts: list[str], sampling: Optional[SamplingParams],
                     streaming: bool, out: FusionAttempt) -> AsyncIterator[str]:
         """Run the fuser, yielding what may be sent: nothing until the answer has visible text, so a
         blank answer can still give way to the top candidate. Fills ``out`` as it goes."""
+        timeout = self.config.fuse_timeout_s
         try:
             if streaming:
                 held = ""
-                async for chunk in self.fuser.stream(instruction, context, texts, sampling):
+                async for chunk in _idle_timeout(self.fuser.stream(instruction, context, texts, sampling), timeout):
                     out.usage = chunk.usage or out.usage
                     out.finish_reason = chunk.finish_reason or out.finish_reason
                     if chunk.text:
@@ -303,15 +331,19 @@ class Blender:
                     out.pieces.append(held)
                     yield held
             else:
-                result = await self.fuser.afuse(instruction, context, texts, sampling)
+                try:
+                    result = await asyncio.wait_for(self.fuser.afuse(instruction, context, texts, sampling), timeout)
+                except asyncio.TimeoutError:
+                    raise DeadlineExceededError(f"no fused answer within fuse_timeout_s={timeout:g}s") from None
                 out.usage, out.finish_reason = result.usage, result.finish_reason
                 if result.text.strip():
                     out.pieces.append(result.text)
                     yield result.text
-        except BlenderError as exc:
+        except Exception as exc:  # a failed, dead or late fuser: the top-ranked candidate answers
             if out.pieces:
                 raise  # part of the fused text is out already; the caller must see the failure
             out.error = f"{type(exc).__name__}: {exc}"
+            logger.warning("fuser failed: %s", out.error)
             return
         if not out.pieces:
             out.error = "returned an empty answer"
@@ -330,6 +362,19 @@ class BlendStream:
                 self.result = event
             else:
                 yield event
+
+
+async def _idle_timeout(stream: AsyncIterator, timeout_s: float) -> AsyncIterator:
+    """``stream``'s items, raising DeadlineExceededError when the next one takes over ``timeout_s``."""
+    iterator = stream.__aiter__()
+    while True:
+        try:
+            item = await asyncio.wait_for(iterator.__anext__(), timeout_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError(f"the fuser sent nothing for fuse_timeout_s={timeout_s:g}s") from None
+        yield item
 
 
 def _load_ranker(config: RankerConfig):

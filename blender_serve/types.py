@@ -161,7 +161,10 @@ class Provenance(BaseModel):
     candidates: list[Candidate] = Field(description="Every answer that came back, in rank order.")
     chosen: list[str] = Field(description="Models whose answers were passed to the fuser.")
     strategy: str = Field(description="The ranking strategy used.")
-    errors: dict[str, str] = Field(default_factory=dict, description="Model (or 'fuser') -> why it was dropped.")
+    errors: dict[str, str] = Field(default_factory=dict, description="Model (or 'ranker', 'fuser') -> why it was dropped.")
+    degraded: list[Literal["unranked", "unfused"]] = Field(
+        default_factory=list, description="How the answer fell short of the method: 'unranked' (the ranker failed; "
+        "the first model's answer, scores all 0) or 'unfused' (the fuser failed; the top-ranked answer).")
     timings: dict[str, float] = Field(default_factory=dict, description="Stage -> seconds.")
 
 

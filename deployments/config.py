@@ -31,6 +31,7 @@ class DeploymentOptions(BaseModel):
     health_check_period_s: Optional[float] = Field(None, gt=0, description="Seconds between Serve's health checks of a replica.")
     health_check_timeout_s: Optional[float] = Field(None, gt=0, description="Seconds a health check may take before the replica counts as unhealthy.")
     graceful_shutdown_timeout_s: Optional[float] = Field(None, ge=0, description="Seconds a stopping replica may take to finish its requests.")
+    backpressure_config: Optional[dict[str, Any]] = Field(None, description="The HTTP answer when max_queued_requests is full: {status_code: 503 or 429, retry_after_s}.")
 
     @model_validator(mode="after")
     def _one_scaling_mode(self) -> "DeploymentOptions":

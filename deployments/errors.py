@@ -12,6 +12,7 @@ from typing import Optional
 from blender_serve.errors import (
     BlenderError,
     CheckpointError,
+    ComponentUnavailableError,
     DeadlineExceededError,
     GenerationError,
     InvalidInputError,
@@ -55,7 +56,7 @@ def error_status(exc: BaseException) -> int:
         return 504
     if isinstance(exc, OverloadedError):
         return 429
-    if isinstance(exc, (NotEnoughCandidatesError, GenerationError, CheckpointError)):
+    if isinstance(exc, (NotEnoughCandidatesError, GenerationError, CheckpointError, ComponentUnavailableError)):
         return 503
     if isinstance(exc, _overload_types()):
         return 503

@@ -4,15 +4,55 @@ Each adapter satisfies one Protocol of ``blender_serve.interfaces`` over a Ray S
 ingress runs the very same ``Blender`` pipeline as the library, with each component in its own
 deployment; the single-model pass-through goes through ``HandleGenerator`` as well. Handles carry
 the request id to the component's replica, where it tags the log lines.
+
+Failures leave an adapter typed, as the library's own components raise them: an error the
+component raised on purpose (a BlenderError) is unwrapped from Ray's RayTaskError, so its message
+carries no remote traceback; anything else (the replica died, its node left, the deployment has
+no healthy replica, its queue is full, a bug) becomes ComponentUnavailableError, whose message
+names the component and the error type only (the full text goes to the log).
 """
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Optional, Sequence
+import logging
+from typing import AsyncIterator, Awaitable, Optional, Sequence, TypeVar
 
+from blender_serve.errors import BlenderError, ComponentUnavailableError
 from blender_serve.types import ChatMessage, FusionOutput, Generation, GenerationChunk, RankResult, SamplingParams
 
-__all__ = ["HandleGenerator", "HandleRanker", "HandleFuser"]
+__all__ = ["HandleGenerator", "HandleRanker", "HandleFuser", "translated_error"]
+
+logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
+
+
+def translated_error(exc: Exception, component: str) -> Exception:
+    """The typed error a caller of ``component`` should see for ``exc`` raised by its handle."""
+    from ray.exceptions import RayTaskError
+    from ray.serve.exceptions import BackPressureError
+
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    if isinstance(cause, BlenderError):
+        return cause
+    if isinstance(exc, BackPressureError) or isinstance(cause, BackPressureError):
+        return ComponentUnavailableError(f"{component} is at capacity (its request queue is full); retry later")
+    logger.warning("%s failed: %s: %s", component, type(cause).__name__, cause)
+    return ComponentUnavailableError(f"{component} is unavailable ({type(cause).__name__}); retry later")
+
+
+async def _call(awaitable: Awaitable[T], component: str) -> T:
+    try:
+        return await awaitable
+    except Exception as exc:  # CancelledError is a BaseException: a cancelled request stays cancelled
+        raise translated_error(exc, component) from None
+
+
+async def _streamed(stream: AsyncIterator[T], component: str) -> AsyncIterator[T]:
+    try:
+        async for item in stream:
+            yield item
+    except Exception as exc:
+        raise translated_error(exc, component) from None
 
 
 class HandleGenerator:
@@ -33,11 +73,11 @@ class HandleGenerator:
         """Nothing to release: the deployment owns the model."""
 
     async def generate(self, messages: Sequence[ChatMessage], params: Optional[SamplingParams] = None) -> Generation:
-        return await self.handle.generate.remote(list(messages), params)
+        return await _call(self.handle.generate.remote(list(messages), params), f"base model {self._name!r}")
 
     async def stream(self, messages: Sequence[ChatMessage],
                      params: Optional[SamplingParams] = None) -> AsyncIterator[GenerationChunk]:
-        async for chunk in self._stream_handle.stream.remote(list(messages), params):
+        async for chunk in _streamed(self._stream_handle.stream.remote(list(messages), params), f"base model {self._name!r}"):
             yield chunk
 
 
@@ -49,10 +89,10 @@ class HandleRanker:
 
     async def arank(self, source: str, candidates: Sequence[str], strategy: str = "max_logits",
                     top_k: Optional[int] = None) -> RankResult:
-        return await self.handle.rank.remote(source, list(candidates), strategy, top_k)
+        return await _call(self.handle.rank.remote(source, list(candidates), strategy, top_k), "the ranker")
 
     async def acompare(self, source: str, candidate_a: str, candidate_b: str, mode: str = "both") -> float:
-        return await self.handle.compare.remote(source, candidate_a, candidate_b, mode)
+        return await _call(self.handle.compare.remote(source, candidate_a, candidate_b, mode), "the ranker")
 
 
 class HandleFuser:
@@ -64,9 +104,10 @@ class HandleFuser:
 
     async def afuse(self, instruction: str, input: str, candidates: Sequence[str],
                     sampling: Optional[SamplingParams] = None, **overrides) -> FusionOutput:
-        return await self.handle.fuse.remote(instruction, input, list(candidates), sampling, **overrides)
+        return await _call(self.handle.fuse.remote(instruction, input, list(candidates), sampling, **overrides), "the fuser")
 
     async def stream(self, instruction: str, input: str, candidates: Sequence[str],
                      sampling: Optional[SamplingParams] = None, **overrides) -> AsyncIterator[GenerationChunk]:
-        async for chunk in self._stream_handle.stream.remote(instruction, input, list(candidates), sampling, **overrides):
+        stream = self._stream_handle.stream.remote(instruction, input, list(candidates), sampling, **overrides)
+        async for chunk in _streamed(stream, "the fuser"):
             yield chunk

@@ -18,6 +18,7 @@ from ray import serve
 from blender_serve.errors import InvalidInputError, validated
 from blender_serve.pipeline import Blender
 from blender_serve.types import BlendResult
+from deployments.access import AccessGuard
 from deployments.config import AppArgs
 from deployments.handle_adapters import HandleFuser, HandleGenerator, HandleRanker
 from deployments.metrics import BlendMetrics
@@ -38,11 +39,15 @@ class Ingress:
         args = validated(AppArgs, args, "application args")
         blender = Blender(args.ensemble, ranker=HandleRanker(ranker), fuser=HandleFuser(fuser) if fuser is not None else None,
                           generators={name: HandleGenerator(name, handle) for name, handle in llms.items()})
-        self.serving = BlenderServing(args, blender, metrics=BlendMetrics())
+        access = AccessGuard.from_environ(args.access, args.limits)  # + the keys in this replica's environment
+        self.serving = BlenderServing(args, blender, metrics=BlendMetrics(), access=access)
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:
-        return {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 256, "health_check_period_s": 10.0}
+        """Past 256 requests at once a replica queues up to 512 more; beyond that Serve's proxy
+        answers 503 with ``Retry-After: 1`` at once instead of letting requests wait unbounded."""
+        return {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 256, "max_queued_requests": 512,
+                "backpressure_config": {"status_code": 503, "retry_after_s": 1}, "health_check_period_s": 10.0}
 
     # ------------------------------------------------------------------ handle API
     async def blend(self, request: Union[BlendRequest, dict]) -> BlendResult:

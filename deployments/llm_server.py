@@ -26,7 +26,8 @@ class LLMServer:
         gpu = config.backend == "vllm" or str(config.options.get("device", "")).startswith("cuda")
         return {
             "ray_actor_options": {"num_cpus": 0.1, **({"num_gpus": 1} if gpu else {})},
-            "max_ongoing_requests": 64 if config.backend in ("vllm", "openai", "scripted") else 4,
+            "max_ongoing_requests": (ongoing := 64 if config.backend in ("vllm", "openai", "scripted") else 4),
+            "max_queued_requests": 4 * ongoing,
             "health_check_period_s": 10.0,
         }
 
@@ -38,5 +39,10 @@ class LLMServer:
             yield chunk
 
     async def check_health(self) -> None:
-        if not self.generator.started:
-            raise RuntimeError(f"generator {self.config.name!r} is not started")
+        """Raises when the engine cannot answer (not loaded, or dead: vLLM's own probe, a closed
+        client...), so that Serve replaces this replica."""
+        await self.generator.check_health()
+
+    async def stats(self) -> dict[str, Any]:
+        """This replica's call counts (``blender_serve.activity.Activity``): in flight, succeeded, failed, cancelled."""
+        return self.generator.activity.as_dict()

@@ -20,7 +20,8 @@ class BlendMetrics:
         self.failures = Counter("blender_model_failures", description="Base-model calls dropped (error, deadline, empty).", tag_keys=("model",))
         self.first = Counter("blender_model_ranked_first", description="Times a base model's answer ranked first.", tag_keys=("model",))
         self.chosen = Counter("blender_model_chosen_for_fusion", description="Times a base model's answer went to the fuser.", tag_keys=("model",))
-        self.requests = Counter("blender_requests", description="Ensemble requests by outcome.", tag_keys=("outcome",))
+        self.requests = Counter("blender_requests", description="Ensemble requests by outcome (fused, selected, "
+                                "unranked, unfused, or the error's class).", tag_keys=("outcome",))
 
     def record(self, result: BlendResult) -> None:
         """Count one answered ensemble request."""
@@ -29,14 +30,15 @@ class BlendMetrics:
         for c in result.candidates:
             self.calls.inc(tags={"model": c.model})
         for model in result.errors:
-            if model != "fuser":
+            if model not in ("fuser", "ranker"):
                 self.calls.inc(tags={"model": model})
                 self.failures.inc(tags={"model": model})
-        if result.candidates:
+        if result.candidates and "unranked" not in result.degraded:
             self.first.inc(tags={"model": result.candidates[0].model})
         for model in result.chosen:
             self.chosen.inc(tags={"model": model})
-        self.requests.inc(tags={"outcome": "fused" if result.fused else "selected"})
+        outcome = result.degraded[0] if result.degraded else "fused" if result.fused else "selected"
+        self.requests.inc(tags={"outcome": outcome})  # unranked / unfused: a component failed, the request did not
 
     def failed(self, kind: str) -> None:
         """Count one ensemble request that ended in an error (kind: the exception class)."""

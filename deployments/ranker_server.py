@@ -11,6 +11,7 @@ from ray import serve
 from blender_serve.config import RankerConfig
 from blender_serve.errors import BlenderError, validated
 from blender_serve.types import RankResult
+from deployments.health import EngineHealth
 
 __all__ = ["RankerServer"]
 
@@ -21,6 +22,7 @@ class RankerServer:
 
         self.config = validated(RankerConfig, config, "ranker config")
         self.ranker = await asyncio.to_thread(PairRanker.from_config, self.config)
+        self.health = EngineHealth("the ranker", lambda: self.ranker.compare("Say ok.", "ok", "okay"))
         for method in (self._rank_batch, self._compare_batch):
             method.set_max_batch_size(max_batch_size)
             method.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -29,7 +31,7 @@ class RankerServer:
     def default_options(cls, config: RankerConfig) -> dict[str, Any]:
         gpu = str(config.device).startswith("cuda")
         return {"ray_actor_options": {"num_cpus": 0.1, **({"num_gpus": 0.25} if gpu else {})},
-                "max_ongoing_requests": 64, "health_check_period_s": 10.0}
+                "max_ongoing_requests": 64, "max_queued_requests": 256, "health_check_period_s": 10.0}
 
     async def rank(self, source: str, candidates: Sequence[str], strategy: Optional[str] = None,
                    top_k: Optional[int] = None) -> RankResult:
@@ -46,11 +48,18 @@ class RankerServer:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _rank_batch(self, jobs: list[tuple]) -> list:
-        return await asyncio.to_thread(self._rank_jobs, jobs)
+        return await self._run(self._rank_jobs, jobs)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _compare_batch(self, jobs: list[tuple]) -> list:
-        return await asyncio.to_thread(self._compare_jobs, jobs)
+        return await self._run(self._compare_jobs, jobs)
+
+    async def _run(self, fn, jobs: list[tuple]) -> list:
+        try:
+            return await asyncio.to_thread(fn, jobs)
+        except Exception as exc:  # the model itself failed: every job of the batch gets the error
+            self.health.saw(exc)
+            return [exc] * len(jobs)
 
     def _rank_jobs(self, jobs: list[tuple]) -> list:
         """One rank_batch per (strategy, top_k) group; a bad job fails alone, not its batch-mates."""
@@ -89,5 +98,5 @@ class RankerServer:
             return exc
 
     async def check_health(self) -> None:
-        if self.ranker is None:
-            raise RuntimeError("ranker not loaded")
+        """Raises when the model cannot score a pair (an unexpected failure the probe confirms)."""
+        await self.health.check()

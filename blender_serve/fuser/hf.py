@@ -101,6 +101,11 @@ class TransformersFuser(Fuser):
         self._worker = GenerationWorker(model, tokenizer, name=f"fuser-{self.kind}")
         self._structural = structural_ids(tokenizer)  # ids a user's text must never produce
 
+    @property
+    def decode_steps(self) -> int:
+        """Tokens decoded so far over every call (see ``GenerationWorker.decode_steps``)."""
+        return self._worker.decode_steps
+
     # -- building ------------------------------------------------------------------------------
 
     @classmethod

@@ -18,6 +18,7 @@ from typing import ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict
 
+from blender_serve.activity import Activity
 from blender_serve.config import GeneratorConfig
 from blender_serve.errors import BlenderError, GenerationError, validated
 from blender_serve.prompts import normalize_messages
@@ -67,6 +68,7 @@ class Generator(abc.ABC):
         self._started = False
         self._start_lock: Optional[asyncio.Lock] = None
         self._start_lock_loop: Optional[asyncio.AbstractEventLoop] = None
+        self.activity = Activity()
 
     @property
     def name(self) -> str:
@@ -108,6 +110,13 @@ class Generator(abc.ABC):
         self._started = False
         await self._close()
 
+    async def check_health(self) -> None:
+        """Raise when this generator cannot answer now: not started, or its engine is dead (the
+        backend's ``_check_health``). A serving replica reports this to Ray Serve, which replaces it."""
+        if not self._started:
+            raise GenerationError(f"generator {self.name!r} is not started")
+        await self._check_health()
+
     async def __aenter__(self) -> "Generator":
         await self.start()
         return self
@@ -132,12 +141,13 @@ class Generator(abc.ABC):
         chat, sampling = self.prepare(messages, params)
         await self.start()
         started = time.perf_counter()
-        try:
-            out = await self._generate(chat, sampling)
-        except BlenderError:
-            raise
-        except Exception as e:
-            raise self._failure(e) from e
+        with self.activity.track():
+            try:
+                out = await self._generate(chat, sampling)
+            except BlenderError:
+                raise
+            except Exception as e:
+                raise self._failure(e) from e
         ttft = out.time_to_first_token_s
         return Generation(
             model=self.name,
@@ -179,6 +189,9 @@ class Generator(abc.ABC):
     async def _close(self) -> None:  # noqa: B027 - optional hook
         """Release what ``_start`` acquired (default: nothing)."""
 
+    async def _check_health(self) -> None:  # noqa: B027 - optional hook
+        """Raise when the started engine can no longer answer (default: it always can)."""
+
     @abc.abstractmethod
     def _stream(self, chat: list[ChatMessage], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         """Yield text pieces; the last chunk must carry finish_reason and usage."""
@@ -199,14 +212,16 @@ class Generator(abc.ABC):
     async def _checked_stream(self, chat: list[ChatMessage], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         await self.start()
         final_seen = False
-        try:
-            async for chunk in self._stream(chat, params):
-                final_seen = final_seen or chunk.finish_reason is not None or chunk.usage is not None
-                yield chunk
-        except BlenderError:
-            raise
-        except Exception as e:  # CancelledError / GeneratorExit are BaseExceptions and pass through
-            raise self._failure(e) from e
+        with self.activity.track():
+            try:
+                async for chunk in self._stream(chat, params):
+                    final_seen = final_seen or chunk.finish_reason is not None or chunk.usage is not None
+                    self.activity.chunks += 1
+                    yield chunk
+            except BlenderError:
+                raise
+            except Exception as e:  # CancelledError / GeneratorExit are BaseExceptions and pass through
+                raise self._failure(e) from e
         if not final_seen:  # keep the promise that the last chunk carries the metadata
             yield GenerationChunk(text="", finish_reason=None, usage=Usage())
 

@@ -90,6 +90,12 @@ class OpenAIGenerator(Generator):
         if client is not None:
             await client.aclose()
 
+    async def _check_health(self) -> None:
+        """The client is open. The remote server's own health is not probed: restarting this
+        replica would not heal it, and its failures already drop this model per request."""
+        if self._client is None or self._client.is_closed:
+            raise RuntimeError("the HTTP client is closed")
+
     # ---------------------------------------------------------------------------- generation
     async def _generate(self, chat: list[ChatMessage], params: SamplingParams) -> _Collected:
         response = await self._send(self._body(chat, params, stream=False), stream=False)

@@ -47,6 +47,10 @@ class ScriptedOptions(BaseModel):
     )
     error_message: str = Field("scripted failure", description="Message of the simulated failure.")
     hang: bool = Field(False, description="Calls never finish (a stuck model); only cancellation ends them.")
+    die_after_calls: Optional[int] = Field(
+        None, ge=0, description="The engine dies after this many calls: every later call fails and check_health fails "
+        "(a crashed engine, which a serving replica reports so that Ray Serve replaces it)."
+    )
 
     @field_validator("template")
     @classmethod
@@ -100,8 +104,18 @@ class ScriptedGenerator(Generator):
         text, hit = truncate_at_stop(text, params.stop)
         return text, ("stop" if hit else finish)
 
+    @property
+    def engine_dead(self) -> bool:
+        return self.options.die_after_calls is not None and self._calls >= self.options.die_after_calls
+
+    async def _check_health(self) -> None:
+        if self.engine_dead:
+            raise RuntimeError(f"the scripted engine died after {self._calls} calls")
+
     async def _stream(self, chat: list[ChatMessage], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         o = self.options
+        if self.engine_dead:
+            raise _ScriptedFailure("the scripted engine is dead")
         call, self._calls = self._calls, self._calls + 1
         failing = o.fail or (o.fail_every is not None and (call + 1) % o.fail_every == 0)
         delay = o.latency_s + (self._rng.uniform(0.0, o.jitter_s) if o.jitter_s else 0.0)

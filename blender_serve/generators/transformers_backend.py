@@ -83,6 +83,11 @@ class TransformersGenerator(Generator):
             worker.close()
 
     # ---------------------------------------------------------------------------- generation
+    async def _check_health(self) -> None:
+        if self._worker is None:
+            raise RuntimeError("the model is not loaded")
+        self._worker.check_health()
+
     async def _generate(self, chat: list[ChatMessage], params: SamplingParams) -> _Collected:
         input_ids = self._encode(chat)
         kwargs = self._kwargs(params)

@@ -104,6 +104,10 @@ class VLLMGenerator(Generator):
             handler.cancel()
         await asyncio.to_thread(engine.shutdown)
 
+    async def _check_health(self) -> None:
+        """vLLM's own probe: raises once its engine core process has died."""
+        await self._engine.check_health()
+
     async def _stream(self, chat: list[ChatMessage], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         engine = self._engine
         prompt = await self._render(chat)

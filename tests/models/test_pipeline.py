@@ -271,3 +271,85 @@ def test_a_blank_streamed_fusion_gives_way_to_the_top_candidate_without_leaking_
         assert result.errors["fuser"] == "returned an empty answer"
         assert _fused_tokens(result) == 2  # spent, so counted, although not used
     assert "".join(pieces) == streamed.text  # no stray blanks before the fallback
+
+
+# -- a failing or late ranker / fuser: the configured fallback, never a lost request ---------------
+
+class _DeadRanker:
+    """A ranker whose replica is gone: every call raises what the handle adapter raises then."""
+
+    def __init__(self, hang: bool = False):
+        self.hang, self.calls = hang, 0
+
+    async def arank(self, *a, **k):
+        self.calls += 1
+        if self.hang:
+            await asyncio.Event().wait()
+        from blender_serve.errors import ComponentUnavailableError
+        raise ComponentUnavailableError("ranker replica died")
+
+
+def test_ranker_failure_answers_unranked_by_default(components):
+    blender = Blender(BlenderConfig(generators=THREE, ranker={"path": "x"}, fuser={"path": "x"}, fusion="always"),
+                      ranker=_DeadRanker(), fuser=components[1])
+    result = blender.blend_sync("hello")
+    assert result.degraded == ["unranked"] and not result.fused and "replica died" in result.errors["ranker"]
+    assert result.text == "alpha answers: hello"  # the first model of the request, as configured
+    assert {c.score for c in result.candidates} == {0.0} and len(result.candidates) == 3
+    assert "ranker failed" in result.fusion_skipped_reason
+
+
+def test_ranker_failure_fails_fast_when_configured(components):
+    from blender_serve.errors import ComponentUnavailableError
+
+    blender = Blender(BlenderConfig(generators=THREE, ranker={"path": "x"}, on_ranker_failure="fail"), ranker=_DeadRanker())
+    with pytest.raises(ComponentUnavailableError, match="ranker failed"):
+        blender.blend_sync("hello")
+    # ... and a request may ask for the other policy
+    assert blender.blend_sync("hello", {"on_ranker_failure": "unranked"}).degraded == ["unranked"]
+
+
+def test_a_hanging_ranker_is_cut_at_rank_timeout(components):
+    blender = Blender(BlenderConfig(generators=THREE, ranker={"path": "x"}, rank_timeout_s=0.3), ranker=_DeadRanker(hang=True))
+    t0 = time.perf_counter()
+    result = blender.blend_sync("hello")
+    assert time.perf_counter() - t0 < 3 and result.degraded == ["unranked"]
+    assert "within 0.3s" in result.errors["ranker"]
+
+
+def test_a_hanging_fuser_is_cut_at_fuse_timeout_one_shot_and_streamed(components):
+    class HangingFuser:
+        async def afuse(self, *a, **k):
+            await asyncio.Event().wait()
+
+        async def stream(self, *a, **k):
+            yield GenerationChunk(text="")
+            await asyncio.Event().wait()
+
+    blender = Blender(BlenderConfig(generators=THREE, ranker={"path": "x"}, fuser={"path": "x"}, fusion="always",
+                                    fuse_timeout_s=0.3), ranker=components[0], fuser=HangingFuser())
+
+    async def streamed():
+        s = blender.stream("hello")
+        text = "".join([p async for p in s])
+        return text, s.result
+
+    t0 = time.perf_counter()
+    result = blender.blend_sync("hello")
+    text, streamed_result = asyncio.run(streamed())
+    assert time.perf_counter() - t0 < 5
+    for r in (result, streamed_result):
+        assert r.degraded == ["unfused"] and not r.fused and "fuse_timeout_s=0.3" in r.errors["fuser"]
+        assert r.text == r.candidates[0].text
+    assert text == result.text
+
+
+def test_a_fuser_raising_a_non_blender_error_still_degrades(components):
+    class CrashingFuser:
+        async def afuse(self, *a, **k):
+            raise RuntimeError("CUDA error: device-side assert triggered")
+
+    blender = Blender(BlenderConfig(generators=THREE, ranker={"path": "x"}, fuser={"path": "x"}, fusion="always"),
+                      ranker=components[0], fuser=CrashingFuser())
+    result = blender.blend_sync("hello")
+    assert result.degraded == ["unfused"] and "device-side assert" in result.errors["fuser"]

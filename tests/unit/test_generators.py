@@ -142,6 +142,47 @@ def test_scripted_hang_is_only_ended_by_cancellation():
     assert 0.4 <= run(attempt()) < 2.0
 
 
+def test_activity_counts_calls_and_shows_a_cancelled_call_stopped():
+    gen = scripted(template="one two three four five", token_latency_s=0.05)
+
+    async def attempt():
+        await gen.generate(USER)
+        stream = gen.stream(USER)
+        async for _ in stream:
+            break  # the consumer leaves after one piece
+        await stream.aclose()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(gen.generate(USER), 0.07)
+
+    run(attempt())
+    a = gen.activity
+    assert (a.in_flight, a.calls, a.succeeded, a.cancelled, a.failed, a.chunks) == (0, 3, 1, 2, 0, 1)
+
+
+def test_a_failing_call_counts_as_failed():
+    gen = scripted(fail=True)
+    with pytest.raises(GenerationError):
+        run(gen.generate(USER))
+    assert (gen.activity.failed, gen.activity.in_flight) == (1, 0)
+
+
+def test_scripted_engine_that_dies_fails_its_health_check_and_every_later_call():
+    gen = scripted(die_after_calls=2)
+
+    async def attempt():
+        with pytest.raises(GenerationError, match="not started"):
+            await gen.check_health()
+        await gen.generate(USER)
+        await gen.check_health()  # alive after one call
+        await gen.generate(USER)
+        with pytest.raises(RuntimeError, match="died after 2 calls"):
+            await gen.check_health()
+        with pytest.raises(GenerationError, match="engine is dead"):
+            await gen.generate(USER)
+
+    run(attempt())
+
+
 def test_scripted_jitter_is_reproducible_from_the_seed():
     def draws(seed):
         gen = scripted(jitter_s=1.0, seed=seed)
