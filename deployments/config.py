@@ -2,18 +2,18 @@
 
     ensemble:     a blender_serve BlenderConfig (base models, ranker, fuser, defaults)
     deployments:  Serve options per deployment, keyed by base-model name, 'ranker', 'fuser', 'ingress'
-    ranker_batching, limits, route_prefix
+    ranker_batching, limits, access, route_prefix
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from blender_serve.config import BlenderConfig
 
-__all__ = ["AppArgs", "DeploymentOptions", "Limits", "RankerBatching", "COMPONENTS"]
+__all__ = ["AppArgs", "Access", "DeploymentOptions", "Limits", "RankerBatching", "COMPONENTS"]
 
 COMPONENTS = ("ranker", "fuser", "ingress")
 _STRICT = ConfigDict(extra="forbid", protected_namespaces=())
@@ -52,7 +52,7 @@ class RankerBatching(BaseModel):
 
 
 class Limits(BaseModel):
-    """Request limits enforced by the ingress (400 when exceeded)."""
+    """Request limits enforced by the ingress (400 when exceeded; 413 for the body size)."""
 
     model_config = _STRICT
     max_prompt_chars: int = Field(32_000, ge=1, description="Total characters over all messages.")
@@ -60,6 +60,38 @@ class Limits(BaseModel):
     max_tokens: int = Field(2048, ge=1, description="Largest max_tokens a request may ask for.")
     max_candidates: int = Field(32, ge=2, description="Most candidates a /v1/rank or /v1/fuse call may send.")
     max_deadline_s: float = Field(600.0, gt=0, description="Largest per-model deadline a request may set.")
+    max_body_bytes: int = Field(1_000_000, ge=1, description="Largest request body in bytes (413 beyond it, also for a body sent without Content-Length).")
+    max_json_depth: int = Field(32, ge=1, description="Deepest nesting of arrays and objects a JSON body may have (400 beyond it).")
+
+
+class Access(BaseModel):
+    """Who may call the HTTP API, and how much: API keys and per-key rate limits (off by default).
+
+    With no keys (none here and none in the environment variable) the API is open. Rate limits
+    count per key and per ingress replica: divide a cluster-wide budget by the replica count.
+    """
+
+    model_config = _STRICT
+    api_keys: list[SecretStr] = Field(default_factory=list, description="Accepted API keys, sent as 'Authorization: Bearer <key>' (empty: no authentication unless api_keys_env supplies keys).")
+    api_keys_env: Optional[str] = Field("BLENDER_SERVE_API_KEYS", description="Environment variable of the ingress replica with more comma-separated keys (null: none); keeps keys out of the config.")
+    open_health: bool = Field(True, description="GET /health answers without a key (for load balancers and probes).")
+    requests_per_minute: Optional[int] = Field(None, ge=1, description="Requests per minute per key and ingress replica (null: unlimited); needs keys.")
+    tokens_per_minute: Optional[int] = Field(None, ge=1, description="Tokens (the answers' usage.total_tokens) per minute per key and ingress replica (null: unlimited); needs keys.")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _usable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(keys):  # the message names the position, never the key
+            value = key.get_secret_value()
+            if not value or any(c.isspace() or c == "," for c in value):
+                raise ValueError(f"api_keys[{i}] is empty or holds whitespace or a comma; a key must be one header token")
+        return keys
+
+    @model_validator(mode="after")
+    def _limits_need_keys(self) -> "Access":
+        if (self.requests_per_minute or self.tokens_per_minute) and not self.api_keys and not self.api_keys_env:
+            raise ValueError("rate limits count per API key: set api_keys or api_keys_env, or drop the limits")
+        return self
 
 
 class AppArgs(BaseModel):
@@ -70,6 +102,7 @@ class AppArgs(BaseModel):
     deployments: dict[str, DeploymentOptions] = Field(default_factory=dict, description="Per-deployment Serve options, keyed by base-model name or 'ranker' / 'fuser' / 'ingress'.")
     ranker_batching: RankerBatching = Field(default_factory=RankerBatching, description="How the ranker batches calls across concurrent requests.")
     limits: Limits = Field(default_factory=Limits, description="Request limits the ingress enforces (400 when exceeded).")
+    access: Access = Field(default_factory=Access, description="API keys and per-key rate limits of the HTTP API (default: open).")
 
     @model_validator(mode="after")
     def _known_deployments(self) -> "AppArgs":

@@ -23,12 +23,14 @@ from blender_serve.errors import (
 
 from deployments.protocol import ErrorInfo, ErrorResponse
 
-__all__ = ["error_status", "error_body", "to_http_error"]
+__all__ = ["error_status", "error_body", "refusal_body", "to_http_error"]
 
 logger = logging.getLogger("blender_serve.http")
 
 _TYPES = {400: "invalid_request_error", 404: "not_found_error", 408: "timeout_error", 429: "rate_limit_error",
-          503: "service_unavailable", 504: "timeout_error", 500: "internal_error"}
+          503: "service_unavailable", 504: "timeout_error", 500: "internal_error",
+          401: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+          415: "invalid_request_error"}
 
 
 def error_body(status: int, message: str, *, param: Optional[str] = None,
@@ -36,6 +38,12 @@ def error_body(status: int, message: str, *, param: Optional[str] = None,
     """The OpenAI-style body for an error of this status."""
     return ErrorResponse(error=ErrorInfo(message=message, type=_TYPES.get(status, "error"), param=param,
                                          code=str(status), errors=errors))
+
+
+def refusal_body(status: int, message: str, code: str) -> ErrorResponse:
+    """The body of a request refused at the door (401 bad key, 413 body too large, 429 over a rate
+    limit), with OpenAI's own error code (``invalid_api_key``, ``request_too_large``, ``rate_limit_exceeded``)."""
+    return ErrorResponse(error=ErrorInfo(message=message, type=_TYPES.get(status, "error"), code=code))
 
 
 def _overload_types() -> tuple[type, ...]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from blender_serve.config import BlendOptions
 from blender_serve.types import ChatMessage, Provenance, RankResult, SamplingParams, Usage
@@ -28,7 +28,7 @@ __all__ = [
     "ModelCard", "ModelList", "HealthResponse", "ErrorInfo", "ErrorResponse", "new_id",
 ]
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / Infinity: 400 "should be a finite number"
 
 
 def new_id(prefix: str) -> str:
@@ -38,6 +38,20 @@ def new_id(prefix: str) -> str:
 
 def _unset(value) -> bool:
     return value is None
+
+
+def _unicode(text: str) -> str:
+    # JSON's \ud800-style escapes can smuggle lone surrogates into a str: no tokenizer, log or
+    # response encoder can take them, so they stop here as bad input.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the text holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape); "
+                         "send valid Unicode") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class _TextPart(BaseModel):
@@ -53,6 +67,13 @@ class OpenAIMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[_TextPart]]
 
+    @field_validator("content")
+    @classmethod
+    def _valid_text(cls, v):
+        for text in [v] if isinstance(v, str) else [p.text for p in v]:
+            _unicode(text)
+        return v
+
     def to_core(self) -> ChatMessage:
         text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
         return ChatMessage(role="system" if self.role == "developer" else self.role, content=text)
@@ -67,17 +88,17 @@ class _SamplingFields(BaseModel):
     """OpenAI sampling fields shared by chat and text completions."""
 
     model_config = _STRICT
-    model: str = Field(description="An ensemble name (e.g. 'blender') or one base model's name.")
+    model: Text = Field(description="An ensemble name (e.g. 'blender') or one base model's name.")
     max_tokens: Optional[int] = Field(None, ge=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=-2**63, lt=2**63, description="A 64-bit integer.")
     stop: Optional[Union[str, list[str]]] = None
     n: int = Field(1, ge=1, le=1, description="Only n=1 is supported.")
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
-    user: Optional[str] = None
+    user: Optional[Text] = None
     # Accepted for client compatibility; the ensemble does not use them.
     presence_penalty: Optional[float] = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: Optional[float] = Field(None, ge=-2.0, le=2.0)
@@ -89,6 +110,8 @@ class _SamplingFields(BaseModel):
     def _stop_list(cls, v):
         if isinstance(v, list) and len(v) > 4:
             raise ValueError("at most 4 stop sequences")
+        for text in v if isinstance(v, list) else [v] if v is not None else []:
+            _unicode(text)
         return v
 
     def sampling(self) -> SamplingParams:
@@ -113,7 +136,7 @@ class CompletionRequest(_SamplingFields):
             if len(v) != 1:
                 raise ValueError("exactly one prompt per request")
             v = v[0]
-        return v
+        return _unicode(v)
 
     def core_messages(self) -> list[ChatMessage]:
         return [ChatMessage(role="user", content=self.prompt)]
@@ -130,8 +153,8 @@ class BlendRequest(BaseModel):
 
 class RankRequest(BaseModel):
     model_config = _STRICT
-    source: str = Field(description="The instruction/question the candidates answer.")
-    candidates: list[str] = Field(min_length=2)
+    source: Text = Field(description="The instruction/question the candidates answer.")
+    candidates: list[Text] = Field(min_length=2)
     strategy: Optional[str] = None
     top_k: Optional[int] = Field(None, ge=1)
 
@@ -150,9 +173,9 @@ class RankResponse(BaseModel):
 
 class CompareRequest(BaseModel):
     model_config = _STRICT
-    source: str
-    candidate_a: str
-    candidate_b: str
+    source: Text
+    candidate_a: Text
+    candidate_b: Text
     mode: Literal["both", "single", "reversed"] = "both"
 
 
@@ -163,9 +186,9 @@ class CompareResponse(BaseModel):
 
 class FuseRequest(BaseModel):
     model_config = _STRICT
-    instruction: str = ""
-    input: str = ""
-    candidates: list[str] = Field(min_length=1)
+    instruction: Text = ""
+    input: Text = ""
+    candidates: list[Text] = Field(min_length=1)
     max_new_tokens: Optional[int] = Field(None, ge=1)
     num_beams: Optional[int] = Field(None, ge=1, le=16)
     stream: bool = False

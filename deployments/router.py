@@ -5,7 +5,8 @@ Routes only translate HTTP: each takes a typed request, calls the replica's ``Bl
 frames it produced. Every error leaves as an OpenAI-style body with the status
 ``deployments.errors`` assigns. The ingress deployment serves this app (``@serve.ingress(app)``);
 the serving object comes from the replica it runs in, so the routes can also be driven without Ray
-by overriding ``current_serving``.
+by overriding ``current_serving``. Before any route runs, ``deployments.access.AccessMiddleware``
+applies the serving object's access policy (API keys, rate limits, body size and depth).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from blender_serve.errors import validation_message
+from deployments.access import AccessGuard, AccessMiddleware
 from deployments.errors import error_body, to_http_error
 from deployments.protocol import (
     ChatCompletionRequest, ChatCompletionResponse, CompareRequest, CompareResponse, CompletionRequest,
@@ -40,6 +43,15 @@ def current_serving() -> BlenderServing:
 Serving = Depends(current_serving)
 
 
+def _current_guard() -> AccessGuard:
+    # The middleware runs outside FastAPI's dependency injection: honour an override of
+    # current_serving by hand, so that tests without Ray drive the same access checks.
+    return app.dependency_overrides.get(current_serving, current_serving)().access
+
+
+app.add_middleware(AccessMiddleware, guard=_current_guard)
+
+
 def _respond(out: Union[BaseModel, AsyncIterator[str]], media_type: str):
     if isinstance(out, BaseModel):
         return out
@@ -58,10 +70,22 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     errors = [dict(e, loc=[p for p in e.get("loc", ()) if p != "body"]) for e in exc.errors()]
     if any(e.get("type") == "json_invalid" for e in errors):
         message, param = "the request body is not valid JSON", None
+    elif "json" not in request.headers.get("content-type", ""):
+        message, param = "send the request body as JSON, with 'Content-Type: application/json'", None
     else:
         message = validation_message(errors)
         param = ".".join(str(p) for p in errors[0]["loc"]) or None if errors else None
     return JSONResponse(error_body(400, message, param=param).model_dump(), status_code=400)
+
+
+@app.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    # FastAPI's own refusals (unknown route, wrong method, a body it cannot decode), in our format.
+    message = exc.detail if isinstance(exc.detail, str) else "the request was refused"
+    if exc.status_code == 400 and "parsing the body" in message:
+        message = "the request body is not valid JSON in UTF-8"
+    return JSONResponse(error_body(exc.status_code, message).model_dump(), status_code=exc.status_code,
+                        headers=exc.headers)
 
 
 @app.exception_handler(Exception)

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Optional, Union
 from blender_serve.errors import InvalidInputError, UnknownModelError
 from blender_serve.pipeline import Blender
 from blender_serve.types import BlendResult, ChatMessage, Provenance, SamplingParams, Usage
+from deployments.access import AccessGuard, charge_tokens
 from deployments.config import AppArgs
 from deployments.errors import to_http_error
 from deployments.protocol import (
@@ -54,10 +55,13 @@ class BlenderServing:
         response = await serving.chat(ChatCompletionRequest(model="blender", messages=[...]))
     """
 
-    def __init__(self, args: AppArgs, blender: Blender, metrics=None):
+    def __init__(self, args: AppArgs, blender: Blender, metrics=None, access: Optional[AccessGuard] = None):
         self.args = args
         self.blender = blender
         self.metrics = metrics  # a deployments.metrics.BlendMetrics, or None
+        # Who may call over HTTP (deployments.router's middleware asks it); the ingress passes one
+        # that also reads the keys of its environment.
+        self.access = access if access is not None else AccessGuard(args.access, args.limits)
 
     @property
     def ensemble(self) -> str:
@@ -136,8 +140,10 @@ class BlenderServing:
         """(text, finish reason, usage, provenance) from one base model or the ensemble."""
         if target is not None:
             gen = await self.blender.generators[target].generate(messages, sampling)
+            charge_tokens(gen.usage.total_tokens)
             return gen.text, gen.finish_reason or "stop", gen.usage, None
         result = await self._blend(messages, options, sampling)
+        charge_tokens(result.usage.total_tokens)
         logger.info("%s answered: fused=%s models=%s errors=%s", rid, result.fused,
                     [c.model for c in result.candidates], list(result.errors))
         return result.text, result.finish_reason, result.usage, result.provenance()
@@ -200,6 +206,7 @@ class BlenderServing:
             try:
                 async for event in events:
                     if isinstance(event, _End):
+                        charge_tokens(event.usage.total_tokens if event.usage is not None else 0)
                         yield chunk(choices=[ChunkChoice(finish_reason=event.finish_reason)], blender=event.provenance)
                         if include_usage and event.usage is not None:
                             yield chunk(choices=[], usage=UsageInfo.of(event.usage))
@@ -234,8 +241,9 @@ class BlenderServing:
         fuser = self._fuser(req)
         if req.stream:
             chunks = await _started(fuser.stream(req.instruction, req.input, req.candidates, None, **_fuse_overrides(req)))
-            return (chunk.text async for chunk in chunks if chunk.text)
+            return _charged_pieces(chunks)
         out = await fuser.afuse(req.instruction, req.input, req.candidates, None, **_fuse_overrides(req))
+        charge_tokens(out.usage.total_tokens)
         return FuseResponse(text=out.text, usage=out.usage)
 
     def _fuser(self, req: FuseRequest):
@@ -261,6 +269,15 @@ async def _started(stream: AsyncIterator) -> AsyncIterator:
             yield item
 
     return replay()
+
+
+async def _charged_pieces(chunks: AsyncIterator) -> AsyncIterator[str]:
+    """The text of streamed fuser chunks; the usage on the last one is charged to the caller's key."""
+    async for chunk in chunks:
+        if chunk.text:
+            yield chunk.text
+        if chunk.usage is not None:
+            charge_tokens(chunk.usage.total_tokens)
 
 
 def _fuse_overrides(req: FuseRequest) -> dict[str, Any]:
