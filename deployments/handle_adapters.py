@@ -9,7 +9,9 @@ Failures leave an adapter typed, as the library's own components raise them: an 
 component raised on purpose (a BlenderError) is unwrapped from Ray's RayTaskError, so its message
 carries no remote traceback; anything else (the replica died, its node left, the deployment has
 no healthy replica, its queue is full, a bug) becomes ComponentUnavailableError, whose message
-names the component and the error type only (the full text goes to the log).
+names the component and the error type only (the full text goes to the log). Given a
+``DeploymentWatch``, an adapter fails at once while Serve reports its deployment down, instead of
+waiting in Serve's queue for a replica that may take minutes to come back.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ def translated_error(exc: Exception, component: str) -> Exception:
     return ComponentUnavailableError(f"{component} is unavailable ({type(cause).__name__}); retry later")
 
 
+def _check_up(handle, watch, component: str) -> None:
+    """ComponentUnavailableError at once when Serve reports the deployment down (see DeploymentWatch)."""
+    if watch is not None and watch.down(handle.deployment_name):
+        raise ComponentUnavailableError(f"{component} has no running replica (Serve reports it unhealthy); retry later",
+                                        retry_after_s=5.0)
+
+
 async def _call(awaitable: Awaitable[T], component: str) -> T:
     try:
         return await awaitable
@@ -58,8 +67,8 @@ async def _streamed(stream: AsyncIterator[T], component: str) -> AsyncIterator[T
 class HandleGenerator:
     """A base model served by an ``LLMServer`` deployment (``GeneratorProtocol``)."""
 
-    def __init__(self, name: str, handle):
-        self._name, self.handle = name, handle
+    def __init__(self, name: str, handle, watch=None):
+        self._name, self.handle, self.watch = name, handle, watch
         self._stream_handle = handle.options(stream=True)
 
     @property
@@ -73,10 +82,12 @@ class HandleGenerator:
         """Nothing to release: the deployment owns the model."""
 
     async def generate(self, messages: Sequence[ChatMessage], params: Optional[SamplingParams] = None) -> Generation:
+        _check_up(self.handle, self.watch, f"base model {self._name!r}")
         return await _call(self.handle.generate.remote(list(messages), params), f"base model {self._name!r}")
 
     async def stream(self, messages: Sequence[ChatMessage],
                      params: Optional[SamplingParams] = None) -> AsyncIterator[GenerationChunk]:
+        _check_up(self.handle, self.watch, f"base model {self._name!r}")
         async for chunk in _streamed(self._stream_handle.stream.remote(list(messages), params), f"base model {self._name!r}"):
             yield chunk
 
@@ -84,30 +95,34 @@ class HandleGenerator:
 class HandleRanker:
     """The PairRanker served by a ``RankerServer`` deployment (``RankerProtocol``)."""
 
-    def __init__(self, handle):
-        self.handle = handle
+    def __init__(self, handle, watch=None):
+        self.handle, self.watch = handle, watch
 
     async def arank(self, source: str, candidates: Sequence[str], strategy: str = "max_logits",
                     top_k: Optional[int] = None) -> RankResult:
+        _check_up(self.handle, self.watch, "the ranker")
         return await _call(self.handle.rank.remote(source, list(candidates), strategy, top_k), "the ranker")
 
     async def acompare(self, source: str, candidate_a: str, candidate_b: str, mode: str = "both") -> float:
+        _check_up(self.handle, self.watch, "the ranker")
         return await _call(self.handle.compare.remote(source, candidate_a, candidate_b, mode), "the ranker")
 
 
 class HandleFuser:
     """The fuser served by a ``FuserServer`` deployment (``FuserProtocol``)."""
 
-    def __init__(self, handle):
-        self.handle = handle
+    def __init__(self, handle, watch=None):
+        self.handle, self.watch = handle, watch
         self._stream_handle = handle.options(stream=True)
 
     async def afuse(self, instruction: str, input: str, candidates: Sequence[str],
                     sampling: Optional[SamplingParams] = None, **overrides) -> FusionOutput:
+        _check_up(self.handle, self.watch, "the fuser")
         return await _call(self.handle.fuse.remote(instruction, input, list(candidates), sampling, **overrides), "the fuser")
 
     async def stream(self, instruction: str, input: str, candidates: Sequence[str],
                      sampling: Optional[SamplingParams] = None, **overrides) -> AsyncIterator[GenerationChunk]:
+        _check_up(self.handle, self.watch, "the fuser")
         stream = self._stream_handle.stream.remote(instruction, input, list(candidates), sampling, **overrides)
         async for chunk in _streamed(stream, "the fuser"):
             yield chunk

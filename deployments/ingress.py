@@ -19,6 +19,7 @@ from blender_serve.errors import InvalidInputError, validated
 from blender_serve.pipeline import Blender
 from blender_serve.types import BlendResult
 from deployments.access import AccessGuard
+from deployments.availability import DeploymentWatch
 from deployments.config import AppArgs
 from deployments.handle_adapters import HandleFuser, HandleGenerator, HandleRanker
 from deployments.metrics import BlendMetrics
@@ -37,8 +38,10 @@ class Ingress:
 
     def __init__(self, args: dict[str, Any], llms: dict[str, Any], ranker, fuser=None):
         args = validated(AppArgs, args, "application args")
-        blender = Blender(args.ensemble, ranker=HandleRanker(ranker), fuser=HandleFuser(fuser) if fuser is not None else None,
-                          generators={name: HandleGenerator(name, handle) for name, handle in llms.items()})
+        watch = DeploymentWatch()
+        blender = Blender(args.ensemble, ranker=HandleRanker(ranker, watch),
+                          fuser=HandleFuser(fuser, watch) if fuser is not None else None,
+                          generators={name: HandleGenerator(name, handle, watch) for name, handle in llms.items()})
         access = AccessGuard.from_environ(args.access, args.limits)  # + the keys in this replica's environment
         self.serving = BlenderServing(args, blender, metrics=BlendMetrics(), access=access)
 

@@ -246,10 +246,13 @@ def _check_placement(dashboard: str, llm_node: str, head: str) -> None:
 
 def _degraded(url: str, dashboard: str, t_kill: float) -> None:
     """Requests after every base model is gone: fast, clear 503s (never a 500, never past the deadline)."""
-    seen, t_degraded, t_noticed = [], None, None
+    seen, t_degraded, t_noticed, fast = [], None, None, None
     for i in range(40):  # bounded: at most 40 requests and about 60 s
+        sent = time.perf_counter() - t_kill
         r, dt = _chat(url, f"after loss {i}")
         since = time.perf_counter() - t_kill
+        if t_noticed is not None and sent > t_noticed + 3 and r.status_code == 503:
+            fast = dt  # Serve has reported the models down for a while: the ingress knows (DeploymentWatch)
         seen.append((round(since, 1), r.status_code, round(dt, 2), r.headers.get("retry-after")))
         assert r.status_code != 500, f"500 after the worker left: {r.text}"
         # Correct behaviour: each model's deadline bounds the request, so it never waits past it.
@@ -262,12 +265,14 @@ def _degraded(url: str, dashboard: str, t_kill: float) -> None:
         deps = _serve_apps(dashboard)["blender"]["deployments"]
         if t_noticed is None and all(deps[f"llm-{m}"]["status"] != "HEALTHY" for m in MODELS):
             t_noticed = since
-        if (t_degraded is not None and t_noticed is not None and i >= 2) or since > 60:
+        if (t_degraded is not None and fast is not None and i >= 2) or since > 60:
             break
         time.sleep(0.5)
     _log(f"after the worker left: (s since kill, status, latency s, Retry-After) = {seen}")
     _log(f"time to degrade (kill -> first 503): {t_degraded}s; Serve marked the base models unhealthy after {t_noticed}s")
     assert t_degraded is not None, f"no 503 within 60 s of losing every base model: {seen}"
+    # Once Serve reports the base models down, a request no longer waits out their deadline.
+    assert fast is not None and fast < DEADLINE_S / 2, f"503s after Serve marked the models down took {fast}s: {seen}"
     assert r.status_code == 503, (r.status_code, r.text)
     _log(f"last 503 body: {json.dumps(r.json())[:400]}")
 

@@ -68,6 +68,11 @@ def fault_app(ray_cluster, pairrm_original, talkative_fuser_dir, invalid_utf8_se
 def _healthy_again(url: str, deployment: str, before: set[str]) -> None:
     """The killed deployment has a new replica, and requests are answered in full again."""
     print(f"{deployment} back in {asyncio.run(wait_for_replicas(APP, deployment, other_than=before, timeout_s=90)):.1f}s")
+    # If the ingress saw the deployment down (DeploymentWatch), it looks again every 0.5 s.
+    for _ in range(20):
+        if asyncio.run(drive(url, 1, 1, chat_body, timeout_s=WORST_CASE_S + 5)).full == 1:
+            break
+        time.sleep(0.25)
     after = asyncio.run(drive(url, 8, 4, chat_body, timeout_s=WORST_CASE_S + 5))
     assert after.full == 8, after.summary()
 
@@ -169,7 +174,13 @@ def test_a_dead_engine_fails_its_health_check_and_serve_replaces_the_replica(fau
     assert codes == [200, 200, 200, 503]
     took = asyncio.run(wait_for_replicas(APP, "llm-mortal", other_than=before, timeout_s=60))
     print(f"dead engine replaced in {took:.1f}s")
-    r = httpx.post(f"{fault_app}/v1/chat/completions", json=body, timeout=10)
+    # The ingress may have seen the deployment down (DeploymentWatch): it looks again every 0.5 s then.
+    for _ in range(20):
+        r = httpx.post(f"{fault_app}/v1/chat/completions", json=body, timeout=10)
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503 and "no running replica" in r.text, r.text
+        time.sleep(0.25)
     assert r.status_code == 200, r.text
 
 

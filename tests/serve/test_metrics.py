@@ -19,7 +19,8 @@ def test_stage_histograms_and_model_counters_are_exported(blender_app):
             text = httpx.get(url, timeout=5).text
         except httpx.HTTPError:
             text = ""
-        if "blender_model_failures" in text and "blender_stage_latency_s_bucket" in text:
+        # Other apps of this session export the same metric names: wait for this request's own series.
+        if 'model="broken"' in text and 'model="alpha"' in text and "blender_stage_latency_s_bucket" in text:
             break
         time.sleep(2)
     assert 'blender_stage_latency_s_bucket' in text and 'stage="rank"' in text

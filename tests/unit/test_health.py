@@ -57,3 +57,33 @@ def test_handle_errors_become_typed_errors_without_remote_tracebacks():
     bug = translated_error(RayTaskError("fuse", "Traceback ... /work/secret/path.py", KeyError("k")).as_instanceof_cause(),
                            "the fuser")
     assert isinstance(bug, ComponentUnavailableError) and "/work" not in str(bug) and "KeyError" in str(bug)
+
+
+def test_deployment_watch_marks_only_unhealthy_deployments_without_running_replicas():
+    from types import SimpleNamespace as NS
+
+    from deployments.availability import DeploymentWatch
+    from deployments.handle_adapters import HandleGenerator
+
+    def dep(status, **states):
+        return NS(status=status, replica_states=states)
+
+    now = {"look": {"llm-a": dep("UNHEALTHY", PENDING_ALLOCATION=1), "llm-b": dep("UNHEALTHY", RUNNING=1, STARTING=1),
+                    "llm-c": dep("UPSCALING"), "ranker": dep("HEALTHY", RUNNING=1)}}  # llm-c: scaled to zero, waits
+    watch = DeploymentWatch(app="blender", status=lambda: NS(applications={"blender": NS(deployments=now["look"])}))
+    watch.refresh()
+    assert [d for d in ("llm-a", "llm-b", "llm-c", "ranker") if watch.down(d)] == ["llm-a"]
+
+    class Handle:
+        deployment_name = "llm-a"
+
+        def options(self, **kw):
+            return self
+
+    gen = HandleGenerator("a", Handle(), watch)
+    with pytest.raises(ComponentUnavailableError, match="base model 'a' has no running replica") as info:
+        asyncio.run(gen.generate([{"role": "user", "content": "hi"}]))
+    assert info.value.retry_after_s == 5.0
+    now["look"] = {"llm-a": dep("HEALTHY", RUNNING=1)}
+    watch.refresh()
+    assert not watch.down("llm-a")
