@@ -92,6 +92,8 @@ class BlendOptions(BaseModel):
     deadline_s: Optional[float] = Field(None, gt=0.0, description="Per-model generation deadline in seconds.")
     min_candidates: Optional[int] = Field(None, ge=1, description="Fewest answers needed to go on.")
     on_ranker_failure: Optional[RankerFallback] = Field(None, description="When the ranker fails or is unreachable: 'fail' (503) or 'unranked' (answer with a candidate, flagged).")
+    quorum: Optional[int] = Field(None, ge=1, description="Rank once this many models have answered (plus quorum_grace_s) instead of waiting for the slowest.")
+    quorum_grace_s: Optional[float] = Field(None, ge=0.0, description="Seconds to keep waiting for the others once the quorum has answered.")
 
 
 class BlenderConfig(BaseModel):
@@ -109,6 +111,8 @@ class BlenderConfig(BaseModel):
     deadline_s: float = Field(60.0, gt=0.0, description="Per-model generation deadline in seconds.")
     min_candidates: int = Field(1, ge=1, description="Fewest answers needed to go on; fewer raises NotEnoughCandidatesError.")
     on_ranker_failure: RankerFallback = Field("unranked", description="When the ranker fails, times out or is unreachable: 'fail' raises ComponentUnavailableError (HTTP 503), 'unranked' answers with the first model's candidate, unfused and flagged 'unranked' in provenance.")
+    quorum: Optional[int] = Field(None, ge=1, description="Quorum fan-out: go on to ranking once this many base models have answered (non-empty), plus quorum_grace_s, cancelling the calls still running; they are listed in provenance 'skipped'. None waits for every model (each up to deadline_s).")
+    quorum_grace_s: float = Field(0.0, ge=0.0, description="Seconds to keep waiting for the other models once the quorum has answered.")
     rank_timeout_s: float = Field(30.0, gt=0.0, description="Most seconds the ranking stage may take before the ranker counts as failed.")
     fuse_timeout_s: float = Field(120.0, gt=0.0, description="Most seconds a one-shot fusion may take (streamed: the longest wait for the next piece) before the fuser counts as failed and the top-ranked candidate answers, flagged 'unfused'.")
 
@@ -124,6 +128,9 @@ class BlenderConfig(BaseModel):
             self.top_k = min(self.top_k, len(self.generators))
         if self.top_k > len(self.generators):
             raise ValueError(f"top_k={self.top_k} exceeds the number of generators ({len(self.generators)})")
+        if self.quorum is not None and not self.min_candidates <= self.quorum <= len(self.generators):
+            raise ValueError(f"quorum={self.quorum} must lie between min_candidates ({self.min_candidates}) and the "
+                             f"number of generators ({len(self.generators)})")
         if self.min_candidates > len(self.generators):
             raise ValueError(f"min_candidates={self.min_candidates} exceeds the number of generators ({len(self.generators)})")
         return self

@@ -5,7 +5,9 @@ One stage sequence, written once (``Blender._stages``) and consumed by both ``bl
 (PairRanker) -> decide on fusion -> fuse the top-K (GenFuser, bounded by the request's sampling
 settings; skipped on request or when the top candidate clearly leads) -> assemble a BlendResult
 with provenance. A model that fails, times out or answers nothing is dropped from that request and
-reported in ``errors``; fewer than ``min_candidates`` answers raise NotEnoughCandidatesError. A
+reported in ``errors``; fewer than ``min_candidates`` answers raise NotEnoughCandidatesError. With
+a ``quorum``, ranking starts once that many have answered (plus ``quorum_grace_s``) and the slower
+calls are cancelled and listed in ``skipped``. A
 failing or late ranker (``rank_timeout_s``) either fails the request (ComponentUnavailableError) or
 answers with the first model's candidate flagged ``unranked``, as ``on_ranker_failure`` says. A
 failing or late fuser (``fuse_timeout_s``) degrades the request to the top-ranked answer, flagged
@@ -70,11 +72,18 @@ def resolve_options(config: BlenderConfig, options: BlendOptions | dict | None, 
     if fusion == "always" and not has_fuser:
         raise InvalidInputError("fusion='always' but this ensemble has no fuser; use 'never' or 'auto'")
     min_candidates = opts.min_candidates if opts.min_candidates is not None else min(config.min_candidates, len(models))
+    quorum = opts.quorum if opts.quorum is not None else config.quorum
+    if quorum is not None:
+        quorum = min(quorum, len(models)) if opts.quorum is None else quorum  # the ensemble's default fits a subset
+        if not min_candidates <= quorum <= len(models):
+            raise InvalidInputError(f"quorum={quorum} must lie between min_candidates ({min_candidates}) and the "
+                                    f"{len(models)} selected models")
     return ResolvedOptions(
         models=models, top_k=top_k, strategy=strategy, fusion=fusion,
         auto_fusion_margin=opts.auto_fusion_margin if opts.auto_fusion_margin is not None else config.auto_fusion_margin,
         deadline_s=opts.deadline_s or config.deadline_s, min_candidates=min_candidates,
         on_ranker_failure=opts.on_ranker_failure or config.on_ranker_failure,
+        quorum=quorum, quorum_grace_s=opts.quorum_grace_s if opts.quorum_grace_s is not None else config.quorum_grace_s,
     )
 
 
@@ -111,7 +120,7 @@ class FusionAttempt:
 
 def assemble_result(generations: list[Generation], ranking: RankResult, top: list[int], fusion: Optional[FusionAttempt],
                     *, skipped: Optional[str], strategy: str, errors: dict[str, str],
-                    timings: dict[str, float], unranked: bool = False) -> BlendResult:
+                    timings: dict[str, float], unranked: bool = False, skipped_models: Sequence[str] = ()) -> BlendResult:
     """The BlendResult of one request: candidates in rank order with scores, ranks and provenance;
     usage summed over every model call, the fuser's included (also when its answer was not used)."""
     fused = fusion is not None and fusion.error is None
@@ -127,7 +136,7 @@ def assemble_result(generations: list[Generation], ranking: RankResult, top: lis
         finish_reason=(fusion.finish_reason if fused else best.finish_reason) or "stop",
         fused=fused, fusion_skipped_reason=skipped, candidates=candidates,
         chosen=[generations[i].model for i in top] if fused else [], strategy=strategy,
-        errors=errors, timings=timings, usage=usage,
+        errors=errors, timings=timings, usage=usage, skipped=list(skipped_models),
         degraded=(["unranked"] if unranked else []) + (["unfused"] if fusion is not None and not fused else []))
 
 
@@ -178,9 +187,11 @@ class Blender:
         self._started = False
 
     # ------------------------------------------------------------------ the steps
-    async def generate_candidates(self, messages: list[ChatMessage], opts: ResolvedOptions,
-                                  sampling: Optional[SamplingParams]) -> tuple[list[Generation], dict[str, str]]:
-        """Ask every selected model at once; keep what answers (non-empty) before its deadline."""
+    async def generate_candidates(self, messages: list[ChatMessage], opts: ResolvedOptions, sampling: Optional[SamplingParams]
+                                  ) -> tuple[list[Generation], dict[str, str], list[str]]:
+        """Ask every selected model at once; keep what answers (non-empty) before its deadline. With
+        a quorum, stop waiting once that many have answered and the grace has passed: the calls
+        still running are cancelled and returned as skipped (generations, errors, skipped)."""
 
         async def one(name: str) -> Generation:
             try:
@@ -188,9 +199,22 @@ class Blender:
             except asyncio.TimeoutError:
                 raise DeadlineExceededError(f"no answer within the {opts.deadline_s:g}s deadline") from None
 
-        outcomes = await asyncio.gather(*(one(n) for n in opts.models), return_exceptions=True)
+        tasks = {asyncio.ensure_future(one(n)): n for n in opts.models}
+        outcomes: dict[str, object] = {}
+        try:
+            await _until_quorum(tasks, outcomes, opts.quorum, opts.quorum_grace_s)
+        finally:
+            running = [t for t in tasks if not t.done()]
+            for t in running:
+                t.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        skipped = [n for n in opts.models if n not in outcomes]
         generations, errors = [], {}
-        for name, out in zip(opts.models, outcomes):
+        for name in opts.models:
+            if name not in outcomes:
+                continue
+            out = outcomes[name]
             if isinstance(out, InvalidInputError):
                 raise out  # the request is bad for every model; don't dress it up as a model failure
             if isinstance(out, BaseException):
@@ -206,7 +230,7 @@ class Blender:
             raise NotEnoughCandidatesError(
                 f"only {len(generations)} of {len(opts.models)} base models answered (need {opts.min_candidates}); "
                 f"errors: {errors}. Retry, raise deadline_s, or select other models", errors)
-        return generations, errors
+        return generations, errors, skipped
 
     async def rank_candidates(self, source: str, generations: list[Generation], strategy: str) -> RankResult:
         if len(generations) == 1:
@@ -267,7 +291,7 @@ class Blender:
         t0 = time.perf_counter()
         await self.start()
         instruction, context = split_messages(messages)
-        generations, errors = await self.generate_candidates(messages, opts, sampling)
+        generations, errors, skipped_models = await self.generate_candidates(messages, opts, sampling)
         t_gen = time.perf_counter()
         ranking, ranker_error = await self._guarded_rank(ranker_source(instruction, context), generations, opts)
         t_rank = time.perf_counter()
@@ -288,7 +312,7 @@ class Blender:
         t_end = time.perf_counter()
         timings = {"generate_s": t_gen - t0, "rank_s": t_rank - t_gen, "fuse_s": t_end - t_rank, "total_s": t_end - t0}
         yield assemble_result(generations, ranking, top, fusion, skipped=skipped, strategy=opts.strategy,
-                              errors=errors, timings=timings, unranked=ranker_error is not None)
+                              errors=errors, timings=timings, unranked=ranker_error is not None, skipped_models=skipped_models)
 
     async def _guarded_rank(self, source: str, generations: list[Generation],
                             opts: ResolvedOptions) -> tuple[RankResult, Optional[str]]:
@@ -362,6 +386,28 @@ class BlendStream:
                 self.result = event
             else:
                 yield event
+
+
+async def _until_quorum(tasks: dict, outcomes: dict, quorum: Optional[int], grace_s: float) -> None:
+    """Wait on the model calls ``tasks`` (task -> model name), filling ``outcomes`` (name -> Generation
+    or exception) as they finish: until every one has, or, with a quorum, until ``quorum`` have
+    answered with text and ``grace_s`` more seconds have passed."""
+    pending, answered, grace_ends = set(tasks), 0, None
+    loop = asyncio.get_running_loop()
+    while pending:
+        timeout = None if grace_ends is None else max(0.0, grace_ends - loop.time())
+        done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.cancelled():
+                out = asyncio.CancelledError()
+            else:
+                out = task.exception() or task.result()
+            outcomes[tasks[task]] = out
+            answered += isinstance(out, Generation) and bool(out.text.strip())
+        if grace_ends is None and quorum is not None and answered >= quorum:
+            grace_ends = loop.time() + grace_s
+        if grace_ends is not None and loop.time() >= grace_ends:
+            return
 
 
 async def _idle_timeout(stream: AsyncIterator, timeout_s: float) -> AsyncIterator:

@@ -162,6 +162,8 @@ class Provenance(BaseModel):
     chosen: list[str] = Field(description="Models whose answers were passed to the fuser.")
     strategy: str = Field(description="The ranking strategy used.")
     errors: dict[str, str] = Field(default_factory=dict, description="Model (or 'ranker', 'fuser') -> why it was dropped.")
+    skipped: list[str] = Field(default_factory=list, description="Models not waited for: the quorum had answered "
+                               "and the grace ran out, so their calls were cancelled (not failures).")
     degraded: list[Literal["unranked", "unfused"]] = Field(
         default_factory=list, description="How the answer fell short of the method: 'unranked' (the ranker failed; "
         "the first model's answer, scores all 0) or 'unfused' (the fuser failed; the top-ranked answer).")

@@ -27,8 +27,8 @@ class BlendMetrics:
         """Count one answered ensemble request."""
         for stage, seconds in result.timings.items():
             self.stage.observe(seconds, tags={"stage": stage.removesuffix("_s")})
-        for c in result.candidates:
-            self.calls.inc(tags={"model": c.model})
+        for model in [c.model for c in result.candidates] + result.skipped:
+            self.calls.inc(tags={"model": model})
         for model in result.errors:
             if model not in ("fuser", "ranker"):
                 self.calls.inc(tags={"model": model})

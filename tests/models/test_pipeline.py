@@ -353,3 +353,45 @@ def test_a_fuser_raising_a_non_blender_error_still_degrades(components):
                       ranker=components[0], fuser=CrashingFuser())
     result = blender.blend_sync("hello")
     assert result.degraded == ["unfused"] and "device-side assert" in result.errors["fuser"]
+
+
+# -- quorum fan-out: rank once k models answered (plus a grace), not after the slowest --------------
+
+def test_quorum_ranks_without_waiting_for_a_slow_model_and_reports_it_skipped(components):
+    fast = [_scripted(n, latency_s=0.05) for n in ("alpha", "beta")]
+    slow = _scripted("slowpoke", latency_s=2.0)
+    blender = _blender(components, fast + [slow], fusion="never", quorum=2, quorum_grace_s=0.1)
+    t0 = time.perf_counter()
+    result = blender.blend_sync("hello")
+    took = time.perf_counter() - t0
+    assert took < 1.0, took
+    assert result.skipped == ["slowpoke"] and "slowpoke" not in result.errors
+    assert sorted(c.model for c in result.candidates) == ["alpha", "beta"]
+    assert blender.generators["slowpoke"].activity.cancelled == 1  # its call was cancelled, not left running
+
+
+def test_quorum_grace_lets_a_model_that_is_only_a_little_late_in(components):
+    gens = [_scripted("alpha", latency_s=0.05), _scripted("beta", latency_s=0.15), _scripted("slowpoke", latency_s=2.0)]
+    blender = _blender(components, gens, fusion="never", quorum=1, quorum_grace_s=0.5)
+    result = blender.blend_sync("hello")
+    assert sorted(c.model for c in result.candidates) == ["alpha", "beta"] and result.skipped == ["slowpoke"]
+
+
+def test_failed_or_empty_answers_do_not_count_toward_the_quorum(components):
+    gens = [_scripted("broken", fail=True), _scripted("empty", responses=[" "]), _scripted("late", latency_s=0.3)]
+    blender = _blender(components, gens, fusion="never", quorum=1)
+    result = blender.blend_sync("hello")
+    assert [c.model for c in result.candidates] == ["late"] and result.skipped == []
+    assert set(result.errors) == {"broken", "empty"}
+
+
+def test_quorum_is_checked_against_the_request(components):
+    blender = _blender(components, THREE, fusion="never", quorum=2)
+    with pytest.raises(InvalidInputError, match="quorum=4"):
+        blender.blend_sync("hello", {"quorum": 4})
+    with pytest.raises(InvalidInputError, match="min_candidates"):
+        blender.blend_sync("hello", {"quorum": 1, "min_candidates": 2})
+    # the ensemble's default quorum shrinks to a smaller selection of models
+    assert len(blender.blend_sync("hello", {"models": ["alpha"]}).candidates) == 1
+    with pytest.raises(Exception, match="quorum=5 must lie between"):
+        BlenderConfig(generators=THREE, ranker={"path": "x"}, quorum=5)

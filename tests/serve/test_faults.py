@@ -230,3 +230,20 @@ def test_a_client_leaving_mid_stream_stops_the_fuser_decoding(fault_app):
     # decoding stopped: far fewer than the 2000 tokens asked for, and (almost) nothing after leaving
     assert after["decode_steps"] - before["decode_steps"] < 500  # uncancelled, this fuser writes all 2000
     assert after["decode_steps"] - at_leave["decode_steps"] <= 10
+
+
+def test_quorum_answers_without_the_slow_model_and_cancels_its_call(fault_app):
+    before = _stats("llm-slowpoke")
+    body = chat_body(models=["alpha", "beta", "slowpoke"], fusion="never", quorum=2, quorum_grace_s=0.1, deadline_s=30)
+    del body["max_tokens"]  # slowpoke needs 6 s
+    t0 = time.perf_counter()
+    r = httpx.post(f"{fault_app}/v1/chat/completions", json=body, timeout=30)
+    took = time.perf_counter() - t0
+    assert r.status_code == 200, r.text
+    prov = r.json()["blender"]
+    assert prov["skipped"] == ["slowpoke"] and sorted(c["model"] for c in prov["candidates"]) == ["alpha", "beta"]
+    assert took < 3, took
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (now := _stats("llm-slowpoke"))["in_flight"]:
+        time.sleep(0.1)
+    assert now["in_flight"] == 0 and now["cancelled"] == before["cancelled"] + 1
