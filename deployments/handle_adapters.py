@@ -16,8 +16,9 @@ waiting in Serve's queue for a replica that may take minutes to come back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import AsyncIterator, Awaitable, Optional, Sequence, TypeVar
+from typing import AsyncIterator, Optional, Sequence, TypeVar
 
 from blender_serve.errors import BlenderError, ComponentUnavailableError
 from blender_serve.types import ChatMessage, FusionOutput, Generation, GenerationChunk, RankResult, SamplingParams
@@ -49,19 +50,32 @@ def _check_up(handle, watch, component: str) -> None:
                                         retry_after_s=5.0)
 
 
-async def _call(awaitable: Awaitable[T], component: str) -> T:
+async def _call(response, component: str):
+    """Await a DeploymentResponse. When the caller is cancelled (a deadline, a quorum reached, a
+    timeout) the replica's call is cancelled too: Serve does that by itself only when the whole
+    request is cancelled, and awaiting alone would leave the model generating for nobody."""
     try:
-        return await awaitable
-    except Exception as exc:  # CancelledError is a BaseException: a cancelled request stays cancelled
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
+    except Exception as exc:
         raise translated_error(exc, component) from None
 
 
-async def _streamed(stream: AsyncIterator[T], component: str) -> AsyncIterator[T]:
+async def _streamed(stream, component: str) -> AsyncIterator[T]:
+    """Iterate a DeploymentResponseGenerator; a consumer that leaves or is cancelled cancels it."""
+    finished = False
     try:
         async for item in stream:
             yield item
+        finished = True
     except Exception as exc:
+        finished = True
         raise translated_error(exc, component) from None
+    finally:
+        if not finished:  # cancelled, or the consumer closed this generator early
+            stream.cancel()
 
 
 class HandleGenerator:

@@ -93,7 +93,8 @@ def test_killing_a_base_model_replica_under_load(fault_app, how):
 
     out = asyncio.run(drive(fault_app, 200, 16, chat_body, timeout_s=WORST_CASE_S + 5, during=kill, during_after=40))
     _no_request_lost(out, 200)
-    assert set(out.dropped_models) == {"alpha"} and out.degraded > 0 and out.full > 0
+    # alpha is the only base model lost; on a busy machine a fusion may also pass its timeout (unfused)
+    assert set(out.dropped_models) - {"fuser"} == {"alpha"} and out.degraded > 0 and out.full > 0
     _healthy_again(fault_app, "llm-alpha", before)
 
 
@@ -243,6 +244,18 @@ def test_quorum_answers_without_the_slow_model_and_cancels_its_call(fault_app):
     prov = r.json()["blender"]
     assert prov["skipped"] == ["slowpoke"] and sorted(c["model"] for c in prov["candidates"]) == ["alpha", "beta"]
     assert took < 3, took
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (now := _stats("llm-slowpoke"))["in_flight"]:
+        time.sleep(0.1)
+    assert now["in_flight"] == 0 and now["cancelled"] == before["cancelled"] + 1
+
+
+def test_a_model_past_its_deadline_has_its_call_cancelled_not_left_running(fault_app):
+    before = _stats("llm-slowpoke")
+    body = chat_body(models=["alpha", "slowpoke"], fusion="never", deadline_s=1.0)
+    del body["max_tokens"]  # slowpoke needs 6 s
+    r = httpx.post(f"{fault_app}/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 200 and "deadline" in r.json()["blender"]["errors"]["slowpoke"]
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and (now := _stats("llm-slowpoke"))["in_flight"]:
         time.sleep(0.1)
