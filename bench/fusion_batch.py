@@ -1,7 +1,7 @@
 """How much batching the fuser speeds up `eval`'s blender method: the miniature's SmolLM2 fuser on real
 top-2 candidates, one record per generate call vs `--fuse-batch-size` records per call, side by side.
 
-    python benchmarks/fusion_batch.py [--records 32] [--batch 8] [--threads 2]
+    python -m bench fusion_batch [--records 32] [--batch 8] [--threads 2]
 
 Prints the records per second of each and their ratio; writes bench_results/fusion_batch.json.
 """

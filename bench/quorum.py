@@ -6,7 +6,7 @@ model, and with ``quorum=4, quorum_grace_s=0.05``. The quorum's bound is checked
 
     total <= k-th fastest answer + grace + rank + fuse (+ a small orchestration allowance)
 
-    python benchmarks/quorum.py [--requests 40]
+    python -m bench quorum [--requests 40]
 
 Writes bench_results/quorum.json.
 """

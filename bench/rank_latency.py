@@ -4,7 +4,7 @@ The ranker is a DeBERTa-v2 the size of deberta-v3-xsmall (12 layers, hidden 384;
 speed does not depend on them) saved in the original PairRM layout, so both implementations load
 the same files. Candidates are 40-110-token answers to one ~25-token question (short chat answers).
 
-    python benchmarks/rank_latency.py [--repeats 5] [--threads 2] [--no-reference]
+    python -m bench rank_latency [--repeats 5] [--threads 2] [--no-reference]
 
 Prints a table and writes bench_results/rank_latency.json.
 """

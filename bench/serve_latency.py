@@ -1,8 +1,8 @@
 """Served-app numbers on this machine: start time, memory, and p50 latency of one ensemble request
 over HTTP (official openai client) and over a Serve handle, measured in one run.
 
-    python benchmarks/serve_latency.py --app cpu        # configs/cpu.yaml: real SmolLM2 x3, MiniLM ranker, SmolLM2 fuser
-    python benchmarks/serve_latency.py --app scripted   # scripted base models (fixed 50 ms latency), tiny ranker/fuser:
+    python -m bench serve_latency --app cpu        # configs/cpu.yaml: real SmolLM2 x3, MiniLM ranker, SmolLM2 fuser
+    python -m bench serve_latency --app scripted   # scripted base models (fixed 50 ms latency), tiny ranker/fuser:
                                                         # the orchestration overhead of the serving layer itself
 
 Writes bench_results/serve_latency_<app>.json.

@@ -54,7 +54,9 @@ class RankerConfig(BaseModel):
     """The PairRanker: where its checkpoint is and how to run it."""
 
     model_config = _STRICT
-    path: str = Field(description="Local checkpoint directory (either PairRM layout) or a hub id.")
+    kind: Literal["pairrm", "scripted"] = Field("pairrm", description="'pairrm': a PairRM checkpoint; 'scripted': deterministic scores after a fixed latency, no model (for measuring orchestration).")
+    path: str = Field(description="Local checkpoint directory (either PairRM layout) or a hub id; a label for kind 'scripted'.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Options of kind 'scripted' (latency_s); none for 'pairrm'.")
     device: Device = Field("auto", description="'auto' picks cuda when available, else cpu.")
     dtype: DType = Field("auto", description="'auto': float16 on cuda, float32 on cpu.")
     batch_size: int = Field(32, ge=1, description="Most pairs per forward pass.")
@@ -69,8 +71,9 @@ class FuserConfig(BaseModel):
     """The GenFuser: a seq2seq gen_fuser checkpoint, or any instruction-tuned causal LM prompted to fuse."""
 
     model_config = _STRICT
-    kind: Literal["seq2seq", "causal"] = Field("seq2seq", description="'seq2seq': gen_fuser layout; 'causal': a chat LM prompted to fuse.")
-    path: str = Field(description="Local checkpoint directory or hub id.")
+    kind: Literal["seq2seq", "causal", "scripted"] = Field("seq2seq", description="'seq2seq': gen_fuser layout; 'causal': a chat LM prompted to fuse; 'scripted': the top candidate after a fixed latency, no model (for measuring orchestration).")
+    path: str = Field(description="Local checkpoint directory or hub id; a label for kind 'scripted'.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Options of kind 'scripted' (latency_s, token_latency_s); none for the others.")
     device: Device = Field("auto", description="'auto' picks cuda when available, else cpu.")
     dtype: DType = Field("auto", description="'auto': bfloat16 on cuda, float32 on cpu.")
     max_length: int = Field(1024, ge=16, description="Most input tokens (seq2seq) or prompt tokens (causal).")

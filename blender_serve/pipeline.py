@@ -424,9 +424,9 @@ async def _idle_timeout(stream: AsyncIterator, timeout_s: float) -> AsyncIterato
 
 
 def _load_ranker(config: RankerConfig):
-    from blender_serve.ranker import PairRanker
+    from blender_serve.ranker import build_ranker
 
-    return PairRanker.from_config(config)
+    return build_ranker(config)
 
 
 def _load_fuser(config: FuserConfig):

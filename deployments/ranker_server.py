@@ -18,10 +18,10 @@ __all__ = ["RankerServer"]
 
 class RankerServer:
     async def __init__(self, config: dict[str, Any], max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005):
-        from blender_serve.ranker import PairRanker
+        from blender_serve.ranker import build_ranker
 
         self.config = validated(RankerConfig, config, "ranker config")
-        self.ranker = await asyncio.to_thread(PairRanker.from_config, self.config)
+        self.ranker = await asyncio.to_thread(build_ranker, self.config)
         self.health = EngineHealth("the ranker", lambda: self.ranker.compare("Say ok.", "ok", "okay"))
         for method in (self._rank_batch, self._compare_batch):
             method.set_max_batch_size(max_batch_size)

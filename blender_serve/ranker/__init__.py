@@ -11,8 +11,14 @@ from blender_serve.ranker.aggregation import (
 )
 from blender_serve.ranker.layout import PREFIX_TOKENS
 from blender_serve.ranker.ranker import COMPARE_MODES, PairRanker
+from blender_serve.ranker.scripted import ScriptedRanker
 
 __all__ = [
-    "PairRanker", "COMPARE_MODES", "PREFIX_TOKENS", "STRATEGIES", "Ranking", "Strategy", "get_strategy",
+    "PairRanker", "ScriptedRanker", "build_ranker", "COMPARE_MODES", "PREFIX_TOKENS", "STRATEGIES", "Ranking", "Strategy", "get_strategy",
     "max_logits_scores", "max_wins_scores", "register_strategy",
 ]
+
+
+def build_ranker(config):
+    """The ranker a RankerConfig describes: a loaded PairRanker, or (kind 'scripted') a ScriptedRanker."""
+    return ScriptedRanker.from_config(config) if config.kind == "scripted" else PairRanker.from_config(config)
