@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from blender_serve.testing.stats import percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -39,11 +41,6 @@ def app_args(n: int) -> dict:
                          "fusion": "always", "top_k": 2},
             "deployments": {**{g["name"]: zero for g in gens}, "ranker": zero, "ingress": zero,
                             "fuser": {**zero, "max_ongoing_requests": 64}}}
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
 async def timed(call, n: int, concurrency: int) -> list[float]:
@@ -109,7 +106,7 @@ def main() -> None:
             for c in [int(x) for x in args.concurrency.split(",")]:
                 lat = asyncio.run(measure(f"http://127.0.0.1:{port}/orch{n}", f"orch{n}", args.requests, c))
                 for iface, xs in lat.items():
-                    p50, p99 = pct(xs, 50), pct(xs, 99)
+                    p50, p99 = percentile(xs, 50), percentile(xs, 99)
                     rows.append({"models": n, "concurrency": c, "interface": iface, "p50_s": p50, "p99_s": p99,
                                  "p50_ratio": p50 / CRITICAL_S, "p99_ratio": p99 / CRITICAL_S, "requests": len(xs)})
                     print(f"N={n:<2} concurrency={c:<3} {iface:6}  p50 {p50:.3f}s ({p50 / CRITICAL_S:.3f}x)  "

@@ -22,13 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from blender_serve.testing.stats import percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
 async def run(n: int, tmp: Path) -> dict:
@@ -63,8 +60,9 @@ async def run(n: int, tmp: Path) -> dict:
     for name, rs in rows.items():
         totals = [r["total_s"] for r in rs]
         bound = [r["kth_fastest_s"] + grace + r["rank_s"] + r["fuse_s"] for r in rs]
-        out[name] = {"p50_s": statistics.median(totals), "p99_s": pct(totals, 99),
-                     "p99_bound_s": pct(bound, 99), "over_bound_p99_s": pct([t - b for t, b in zip(totals, bound)], 99),
+        out[name] = {"p50_s": statistics.median(totals), "p99_s": percentile(totals, 99),
+                     "p99_bound_s": percentile(bound, 99),
+                     "over_bound_p99_s": percentile([t - b for t, b in zip(totals, bound)], 99),
                      "skipped_slow": sum("slow" in r["skipped"] for r in rs), "requests": len(rs)}
     return out
 

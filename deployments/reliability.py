@@ -58,10 +58,9 @@ class Outcomes:
 
     def percentile(self, q: float, kind: Optional[str] = None) -> float:
         """The q-th percentile latency of every answer, or of one outcome's answers."""
-        xs = sorted(self.latencies_s if kind is None else self.kind_latencies_s.get(kind, []))
-        if not xs:
-            return float("nan")
-        return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+        from blender_serve.testing.stats import percentile
+
+        return percentile(self.latencies_s if kind is None else self.kind_latencies_s.get(kind, []), q)
 
     def summary(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("latencies_s", "kind_latencies_s", "examples")}

@@ -87,3 +87,14 @@ def test_deployment_watch_marks_only_unhealthy_deployments_without_running_repli
     now["look"] = {"llm-a": dep("HEALTHY", RUNNING=1)}
     watch.refresh()
     assert not watch.down("llm-a")
+
+
+def test_percentile_is_nearest_rank_and_shared_by_the_report():
+    from blender_serve.testing.stats import percentile
+    from deployments.reliability import Outcomes
+
+    xs = [0.5, 0.1, 0.3, 0.2, 0.4]
+    assert (percentile(xs, 0), percentile(xs, 50), percentile(xs, 99), percentile(xs, 100)) == (0.1, 0.3, 0.5, 0.5)
+    assert percentile([], 50) != percentile([], 50)  # NaN
+    out = Outcomes(latencies_s=xs, kind_latencies_s={"full": [1.0, 2.0, 3.0]})
+    assert out.percentile(50) == 0.3 and out.percentile(50, "full") == 2.0
