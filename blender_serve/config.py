@@ -65,6 +65,7 @@ class RankerConfig(BaseModel):
     candidate_max_length: Optional[int] = Field(None, ge=8, description="Override the checkpoint's candidate max length.")
     strategy: str = Field("max_logits", description="Default aggregation strategy (see blender_serve.ranker.STRATEGIES).")
     seed: int = Field(0, description="Seed of the bubble strategy's shuffle.")
+    attention: Literal["eager", "sdpa", "flex"] = Field("eager", description="Self-attention of a DeBERTa-v2/v3 backbone: 'eager' (transformers'), 'sdpa' (one fused-kernel call per layer, same scores) or 'flex' (flex_attention; fast on GPU only).")
 
 
 class FuserConfig(BaseModel):

@@ -84,7 +84,7 @@ class PairRanker:
     def from_pretrained(cls, path_or_id: str | os.PathLike, *, device: str = "auto", dtype: str = "auto",
                         batch_size: int = 32, source_max_length: Optional[int] = None,
                         candidate_max_length: Optional[int] = None, seed: int = 0,
-                        max_batch_tokens: Optional[int] = None) -> "PairRanker":
+                        max_batch_tokens: Optional[int] = None, attention: str = "eager") -> "PairRanker":
         """Load a PairRM checkpoint of either layout (original or transformers-style).
 
         Args:
@@ -95,7 +95,13 @@ class PairRanker:
             max_batch_tokens: most padded tokens per forward pass (default 1024 on CPU, 65536 on accelerators).
             source_max_length / candidate_max_length: override the checkpoint's token budgets.
             seed: seed of the bubble strategy's shuffle.
+            attention: "eager" (transformers' own), or for DeBERTa-v2/v3 backbones "sdpa" or "flex"
+                (same scores, fewer L x L tensors; see ``blender_serve.ranker.fast_attention``).
         """
+        from blender_serve.ranker.fast_attention import ATTENTION_IMPLS, use_fast_attention
+
+        if attention not in ATTENTION_IMPLS:
+            raise InvalidInputError(f"unknown attention {attention!r}; use one of {', '.join(map(repr, ATTENTION_IMPLS))}")
 
         ckpt = read_checkpoint(path_or_id)
         device = resolve_device(device)
@@ -129,6 +135,7 @@ class PairRanker:
         if result.unexpected_keys:
             logger.warning("ignoring %d unexpected weights in %s: %s", len(result.unexpected_keys),
                            ckpt.directory, result.unexpected_keys[:5])
+        use_fast_attention(model, attention)
         model.to(device=device, dtype=torch_dtype)
         ckpt.state_dict = {}  # don't keep a second copy of the weights alive
         src_max = source_max_length or ckpt.ranker_config["source_maxlength"]
@@ -144,7 +151,7 @@ class PairRanker:
         return cls.from_pretrained(config.path, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
                                    source_max_length=config.source_max_length,
                                    candidate_max_length=config.candidate_max_length, seed=config.seed,
-                                   max_batch_tokens=config.max_batch_tokens)
+                                   max_batch_tokens=config.max_batch_tokens, attention=config.attention)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Save in the original PairRM layout (ranker config.json + model.safetensors), with the
