@@ -89,16 +89,19 @@ class TransformersFuser(Fuser):
     auto_class: ClassVar[str] = ""
 
     def __init__(self, model, tokenizer, *, max_length: int = 1024, candidate_max_length: int = 128,
-                 num_beams: int = 4, max_new_tokens: int = 128):
-        from blender_serve.hf_generation import GenerationWorker
+                 num_beams: int = 4, max_new_tokens: int = 128, decoding: str = "dynamic"):
+        from blender_serve.hf_generation import DECODINGS, GenerationWorker
 
+        if decoding not in DECODINGS:
+            raise InvalidInputError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.candidate_max_length = candidate_max_length
         self.num_beams = num_beams
         self.max_new_tokens = max_new_tokens
-        self._worker = GenerationWorker(model, tokenizer, name=f"fuser-{self.kind}")
+        self.decoding = decoding
+        self._worker = GenerationWorker(model, tokenizer, name=f"fuser-{self.kind}", decoding=decoding)
         self._structural = structural_ids(tokenizer)  # ids a user's text must never produce
 
     @property
@@ -119,10 +122,14 @@ class TransformersFuser(Fuser):
             dtype: 'auto' (bfloat16 on an accelerator, float32 on cpu) or an explicit dtype name.
             device_map: accelerate device map (e.g. 'auto') to spread a large model.
             **options: the constructor's keywords (max_length, candidate_max_length, num_beams,
-                max_new_tokens, and the subclass's own).
+                max_new_tokens, decoding, and the subclass's own). ``decoding``: 'dynamic' (default),
+                'static' (static KV caches, the same tokens) or 'compiled' (static caches and a
+                torch.compile'd decoding step; each new shape compiles on its first call), see
+                ``blender_serve.hf_generation.DECODINGS``.
 
         Example:
             >>> GenFuser.from_pretrained("/models/gen_fuser_3b", device="cuda", num_beams=1)
+            >>> GenFuser.from_pretrained("/models/gen_fuser_3b", device="cuda", decoding="compiled")
         """
         from blender_serve.loading import load_pretrained
 
@@ -140,7 +147,7 @@ class TransformersFuser(Fuser):
         beams = {"num_beams": config.num_beams} if "num_beams" in config.model_fields_set else {}
         return cls.from_pretrained(config.path, device=config.device, dtype=config.dtype, device_map=config.device_map,
                                    max_length=config.max_length, candidate_max_length=config.candidate_max_length,
-                                   max_new_tokens=config.max_new_tokens, **beams)
+                                   max_new_tokens=config.max_new_tokens, decoding=config.decoding, **beams)
 
     # -- the prompt ----------------------------------------------------------------------------
 

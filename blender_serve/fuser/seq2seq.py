@@ -57,9 +57,9 @@ class GenFuser(TransformersFuser):
     auto_class = "AutoModelForSeq2SeqLM"
 
     def __init__(self, model, tokenizer, *, max_length: int = 1024, candidate_max_length: int = 128,
-                 num_beams: int = 4, max_new_tokens: int = 128):
+                 num_beams: int = 4, max_new_tokens: int = 128, decoding: str = "dynamic"):
         super().__init__(model, tokenizer, max_length=max_length, candidate_max_length=candidate_max_length,
-                         num_beams=num_beams, max_new_tokens=max_new_tokens)
+                         num_beams=num_beams, max_new_tokens=max_new_tokens, decoding=decoding)
         vocab = tokenizer.get_vocab()
         # Each candidate is tagged <extra_id_i>: a T5 tokenizer has 100 of them (0..99).
         self.max_candidates = next(i for i in range(len(vocab) + 1) if f"<extra_id_{i}>" not in vocab)

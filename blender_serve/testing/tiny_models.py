@@ -155,26 +155,38 @@ def build_pairrm_hf(out_dir: Path, backbone_dir: Path, n_tasks: int = 1, seed: i
     return out_dir
 
 
-def build_gen_fuser(out_dir: Path, seed: int = 2) -> Path:
-    """A tiny random T5 seq2seq model with a T5 tokenizer (extra_ids), in the gen_fuser_3b layout."""
+#: T5 shapes of ``build_gen_fuser``: the tests' tiny one, a small one for CPU benchmarks, and
+#: Flan-T5-XL's (gen_fuser_3b's) for GPU benchmarks. Without vocab_size, the tokenizer's size.
+T5_SHAPES = {
+    "tiny": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4),
+    "small": dict(d_model=256, d_kv=64, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=4, vocab_size=32128),
+    "flan-t5-xl": dict(d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_decoder_layers=24, num_heads=32,
+                       vocab_size=32128),
+}
+
+
+def build_gen_fuser(out_dir: Path, seed: int = 2, *, shape: str = "tiny", device: str = "cpu",
+                    dtype: torch.dtype = torch.float32) -> Path:
+    """A random T5 seq2seq model (a ``T5_SHAPES`` shape) with a tiny T5 tokenizer (extra_ids), in the
+    gen_fuser_3b layout. Large shapes build on ``device`` in ``dtype`` (a 3B model in seconds on a GPU)."""
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
     out_dir = Path(out_dir)
     vocab = _unigram_vocab(["<pad>", "</s>", "<unk>"])
     tokenizer = T5Tokenizer(vocab=vocab, extra_ids=100)
-    config = T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-        num_heads=4, feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0,
-        eos_token_id=1, tie_word_embeddings=False,
-    )
+    dims = {"vocab_size": len(tokenizer), **T5_SHAPES[shape]}
+    config = T5Config(**dims, feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0,
+                      eos_token_id=1, tie_word_embeddings=False)
     torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(config)
+    with torch.device(device):
+        model = T5ForConditionalGeneration(config).to(dtype)
     # Random weights tend to pick a sentinel (<extra_id_*>) token forever, which decodes to ''.
-    # Silence the sentinels so the tiny fuser writes visible (if meaningless) text.
+    # Silence the sentinels (and ids past the tokenizer's) so the fuser writes visible (if meaningless) text.
     sentinels = [i for i, tok in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer)))) if tok.startswith("<extra_id_")]
     with torch.no_grad():
         model.lm_head.weight[sentinels] = 0.0
         model.lm_head.weight[tokenizer.pad_token_id] = 0.0
+        model.lm_head.weight[len(tokenizer):] = 0.0
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
