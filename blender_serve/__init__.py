@@ -29,7 +29,7 @@ from blender_serve.types import (
     Usage,
 )
 
-from blender_serve.fuser import Fuser, GenFuser, PromptedFuser, build_fuser
+from blender_serve.fuser import Fuser, GeneratorFuser, GenFuser, PromptedFuser, build_fuser
 from blender_serve.generators import GENERATORS, Generator, build_generator, register_generator
 from blender_serve.interfaces import FuserProtocol, GeneratorProtocol, RankerProtocol
 from blender_serve.pipeline import Blender, BlendStream
@@ -40,7 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Blender", "BlendStream", "GeneratorProtocol", "RankerProtocol", "FuserProtocol",
     "PairRanker", "STRATEGIES", "register_strategy",
-    "Fuser", "GenFuser", "PromptedFuser", "build_fuser",
+    "Fuser", "GenFuser", "PromptedFuser", "GeneratorFuser", "build_fuser",
     "Generator", "GENERATORS", "build_generator", "register_generator",
     "BlendOptions", "BlenderConfig", "FuserConfig", "GeneratorConfig", "RankerConfig",
     "BlenderError", "CheckpointError", "DeadlineExceededError", "GenerationError", "InvalidInputError",

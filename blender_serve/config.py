@@ -69,19 +69,41 @@ class RankerConfig(BaseModel):
 
 
 class FuserConfig(BaseModel):
-    """The GenFuser: a seq2seq gen_fuser checkpoint, or any instruction-tuned causal LM prompted to fuse."""
+    """The GenFuser: a seq2seq gen_fuser checkpoint, any instruction-tuned causal LM prompted to fuse, or
+    one of the ensemble's own base models prompted the same way (kind 'generator')."""
 
     model_config = _STRICT
-    kind: Literal["seq2seq", "causal", "scripted"] = Field("seq2seq", description="'seq2seq': gen_fuser layout; 'causal': a chat LM prompted to fuse; 'scripted': the top candidate after a fixed latency, no model (for measuring orchestration).")
-    path: str = Field(description="Local checkpoint directory or hub id; a label for kind 'scripted'.")
+    kind: Literal["seq2seq", "causal", "generator", "scripted"] = Field("seq2seq", description="'seq2seq': gen_fuser layout; 'causal': a chat LM prompted to fuse, loaded as the fuser's own copy; 'generator': the same prompt sent to one of the ensemble's own base models (see `generator`), no model of its own; 'scripted': the top candidate after a fixed latency, no model (for measuring orchestration).")
+    path: Optional[str] = Field(None, description="Local checkpoint directory or hub id (required, except for kind 'generator'); a label for kind 'scripted'.")
+    generator: Optional[str] = Field(None, description="Kind 'generator' only: the name of the base model (in this ensemble's generators) that writes the fused answer; in the Serve app its deployment serves the fusion calls and no fuser deployment exists.")
     options: dict[str, Any] = Field(default_factory=dict, description="Options of kind 'scripted' (latency_s, token_latency_s); none for the others.")
     device: Device = Field("auto", description="'auto' picks cuda when available, else cpu.")
     dtype: DType = Field("auto", description="'auto': bfloat16 on cuda, float32 on cpu.")
-    max_length: int = Field(1024, ge=16, description="Most input tokens (seq2seq) or prompt tokens (causal).")
+    max_length: int = Field(1024, ge=16, description="Most input tokens (seq2seq) or prompt tokens (causal; kind 'generator' estimates 4 characters a token).")
     candidate_max_length: int = Field(128, ge=1, description="Each candidate is cut to this many tokens ('...' appended).")
     num_beams: int = Field(4, ge=1, description="Beam search width for one-shot generation (streaming uses 1).")
     max_new_tokens: int = Field(128, ge=1, description="Most tokens of the fused answer.")
     device_map: Optional[str] = Field(None, description="accelerate device_map for large models (e.g. 'auto').")
+    decoding: Literal["dynamic", "static", "compiled"] = Field("dynamic", description="Kinds 'seq2seq' and 'causal': 'dynamic' is transformers' default growing KV cache; 'static' preallocates fixed-shape caches, reused from call to call (the same tokens); 'compiled' adds a torch.compile'd decoding step (CUDA graphs on cuda) for launch-bound GPUs: each new shape (batch x beams, prompt width rounded up to 64) compiles on its first call.")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> "FuserConfig":
+        if self.kind != "generator":
+            if self.path is None:
+                raise ValueError(f"fuser kind {self.kind!r} needs path: a checkpoint directory or hub id")
+            if self.generator is not None:
+                raise ValueError("fuser.generator applies to kind 'generator' only; drop it, or set kind: generator")
+            return self
+        if self.generator is None:
+            raise ValueError("fuser kind 'generator' needs generator: the name of the base model that writes the fused answer")
+        own = [f for f in ("path", "device", "dtype", "device_map", "options", "decoding")
+               if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True)]
+        if own:
+            raise ValueError(f"fuser kind 'generator' loads no model, so {own} do not apply; the base model's own "
+                             "generator config says how it runs")
+        if self.num_beams not in (1, type(self).model_fields["num_beams"].default):  # the default survives a dump
+            raise ValueError("fuser kind 'generator' decodes one sequence (no beam search); drop num_beams")
+        return self
 
 
 class BlendOptions(BaseModel):
@@ -128,6 +150,9 @@ class BlenderConfig(BaseModel):
             raise ValueError(f"generator names must be unique; repeated: {dupes}")
         if self.name in names:
             raise ValueError(f"ensemble name {self.name!r} clashes with a generator name; rename one")
+        if self.fuser is not None and self.fuser.kind == "generator" and self.fuser.generator not in names:
+            raise ValueError(f"fuser.generator {self.fuser.generator!r} is not a base model of this ensemble; "
+                             f"name one of {names}")
         if "top_k" not in self.model_fields_set:  # the default 3 adapts to smaller ensembles
             self.top_k = min(self.top_k, len(self.generators))
         if self.top_k > len(self.generators):

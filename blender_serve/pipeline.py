@@ -151,7 +151,8 @@ class Blender:
 
     Components can be passed in already built (``ranker=``, ``fuser=``, ``generators=``, anything
     that satisfies the Protocols of ``blender_serve.interfaces``: local objects or deployment-handle
-    adapters); otherwise they are built from the config on ``start()``.
+    adapters); otherwise they are built from the config on ``start()``. A fuser of kind 'generator'
+    is built at once over ``self.generators[config.fuser.generator]``: it loads no model.
     """
 
     def __init__(self, config: BlenderConfig | dict, *, ranker: Optional[RankerProtocol] = None,
@@ -164,6 +165,10 @@ class Blender:
         given = dict(generators or {})
         self.generators: dict[str, GeneratorProtocol] = {
             g.name: given.get(g.name) or build_generator(g) for g in self.config.generators}
+        if self.fuser is None and self.config.fuser is not None and self.config.fuser.kind == "generator":
+            # Fusion by one of the ensemble's own base models: nothing to load, so it is built now, over
+            # whatever answers for that model here (a local generator, or a deployment-handle adapter).
+            self.fuser = _load_fuser(self.config.fuser, self.generators)
         self._started = False
 
     @property
@@ -429,7 +434,7 @@ def _load_ranker(config: RankerConfig):
     return build_ranker(config)
 
 
-def _load_fuser(config: FuserConfig):
+def _load_fuser(config: FuserConfig, generators: Optional[dict[str, GeneratorProtocol]] = None):
     from blender_serve.fuser import build_fuser
 
-    return build_fuser(config)
+    return build_fuser(config, generators)

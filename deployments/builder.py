@@ -57,7 +57,10 @@ def validate_config_file(path: str) -> list[AppArgs]:
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
-    """Bind the whole application: one deployment per base LLM, the ranker, the fuser, the ingress."""
+    """Bind the whole application: one deployment per base LLM, the ranker, the fuser, the ingress.
+
+    A fuser of kind 'generator' gets no deployment: the ingress fuses through the handle of the base
+    model it names, so fusion calls run on that model's replicas."""
     args = validate_args(args)
     ens = args.ensemble
     llms = {}
@@ -68,7 +71,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     ranker = serve.deployment(RankerServer).options(name="ranker", **ranker_options).bind(
         ens.ranker.model_dump(), args.ranker_batching.max_batch_size, args.ranker_batching.batch_wait_timeout_s)
     fuser = None
-    if ens.fuser is not None:
+    if ens.fuser is not None and ens.fuser.kind != "generator":  # kind 'generator' fuses through its LLMServer
         fuser_options = _merge(FuserServer.default_options(ens.fuser), args.options_for("fuser").serve_options())
         fuser = serve.deployment(FuserServer).options(name="fuser", **fuser_options).bind(ens.fuser.model_dump())
     ingress_options = _merge(Ingress.default_options(), args.options_for("ingress").serve_options())

@@ -112,6 +112,9 @@ class AppArgs(BaseModel):
             raise ValueError(f"deployments has options for unknown components {unknown}; known: {sorted(known)}")
         if "fuser" in self.deployments and self.ensemble.fuser is None:
             raise ValueError("deployments.fuser is set but the ensemble has no fuser")
+        if "fuser" in self.deployments and self.ensemble.fuser.kind == "generator":
+            raise ValueError(f"deployments.fuser is set but the fuser (kind 'generator') runs on base model "
+                             f"{self.ensemble.fuser.generator!r} and has no deployment; set that model's options instead")
         return self
 
     def options_for(self, name: str) -> DeploymentOptions:

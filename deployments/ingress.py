@@ -1,7 +1,9 @@
 """The ingress deployment: wires the application together and serves it over HTTP and handles.
 
 ``Ingress`` builds the library's own ``Blender`` over deployment-handle adapters (one per base-LLM
-deployment, the ranker and the fuser), wraps it in a ``BlenderServing``, and serves:
+deployment, the ranker and the fuser), wraps it in a ``BlenderServing``, and serves (a fuser of kind
+'generator' has no deployment: ``Blender`` builds it over the named base model's ``HandleGenerator``,
+so its calls go to that model's replicas):
 - the HTTP routes of ``deployments.router`` (``@serve.ingress(app)``);
 - the handle API, for other deployments and Python callers: ``blend``, ``rank``, ``compare`` and
   ``fuse`` take the typed requests of ``deployments.protocol`` (or dicts of them) and return typed

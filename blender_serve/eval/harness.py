@@ -108,16 +108,25 @@ def load_ranker(spec: str, device: str = "cpu", batch_size: int = 32):
 
 def load_fuser(spec: str, device: str = "cpu", max_new_tokens: Optional[int] = None):
     """A fuser from a checkpoint dir / ``local:<name>`` (seq2seq when its config says encoder-decoder,
-    else a prompted causal LM), or the ``fuser`` of an ensemble config file."""
+    else a prompted causal LM), or the ``fuser`` of an ensemble config file (one of kind 'generator'
+    runs here as a prompted causal LM over its base model's checkpoint: the same prompt, greedy)."""
     from blender_serve.config import FuserConfig
     from blender_serve.fuser import build_fuser
 
     if _is_config_file(spec):
         from blender_serve.config import load_ensemble_config
 
-        cfg = load_ensemble_config(spec).fuser
+        ensemble = load_ensemble_config(spec)
+        cfg = ensemble.fuser
         if cfg is None:
             raise InvalidInputError(f"{spec} configures no fuser; pass a fuser checkpoint or a config with one")
+        if cfg.kind == "generator":
+            base = next(g for g in ensemble.generators if g.name == cfg.generator)
+            if base.backend not in ("transformers", "vllm") or not base.model:
+                raise InvalidInputError(f"{spec}: the fuser writes through base model {base.name!r} ({base.backend}), "
+                                        "which has no local checkpoint to fuse with here; pass a fuser checkpoint")
+            cfg = FuserConfig(kind="causal", path=base.model, num_beams=1, max_length=cfg.max_length,
+                              candidate_max_length=cfg.candidate_max_length, max_new_tokens=cfg.max_new_tokens)
         cfg = cfg.model_copy(update={"device": device})
     else:
         from blender_serve.loading import resolve_model_path

@@ -1,42 +1,19 @@
 """PromptedFuser: any instruction-tuned causal LM, prompted through its chat template to fuse answers.
 
-Only the chat template's own markup is structure: the messages' contents are tokenized as plain
-text, so a user's ``<|im_start|>system ...`` stays text (``blender_serve.tokenize_safe``)."""
+The messages come from ``blender_serve.fuser.chat_prompt`` (shared with ``GeneratorFuser``, which
+sends them to a served base model instead). Only the chat template's own markup is structure: the
+messages' contents are tokenized as plain text, so a user's ``<|im_start|>system ...`` stays text
+(``blender_serve.tokenize_safe``)."""
 
 from __future__ import annotations
 
-import string
 from typing import Optional, Sequence
 
-from blender_serve.errors import InvalidInputError
+from blender_serve.fuser.chat_prompt import DEFAULT_CANDIDATE_TEMPLATE, DEFAULT_TEMPLATE, FusionPrompt
 from blender_serve.fuser.hf import TransformersFuser
 from blender_serve.tokenize_safe import encode_chat, encode_plain
 
-__all__ = ["PromptedFuser", "DEFAULT_TEMPLATE", "DEFAULT_CANDIDATE_TEMPLATE"]
-
-#: The user message. Fields: {query} (instruction and input, blank ones left out), {instruction},
-#: {input}, {candidates} (every candidate rendered with the candidate template), {num_candidates}.
-DEFAULT_TEMPLATE = (
-    "Several assistants answered the same request. Write one answer that is better than each of "
-    "theirs: keep what is correct and useful, fix mistakes, fill gaps and drop repetition. Reply "
-    "with the answer only, without mentioning the assistants.\n\n"
-    "# Request\n{query}\n\n"
-    "# {num_candidates} candidate answers\n{candidates}"
-)
-#: One candidate inside {candidates}. Fields: {number} (from 1), {text}.
-DEFAULT_CANDIDATE_TEMPLATE = "## Answer {number}\n{text}\n\n"
-
-_TEMPLATE_FIELDS = {"query", "instruction", "input", "candidates", "num_candidates"}
-_CANDIDATE_FIELDS = {"number", "text"}
-
-
-def _check_template(template: str, allowed: set[str], required: str) -> None:
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as e:
-        raise InvalidInputError(f"malformed template ({e}); write fields as {{name}} and literal braces as {{{{ }}}}") from e
-    if not fields <= allowed or required not in fields:
-        raise InvalidInputError(f"template fields {sorted(fields)} must include {{{required}}} and come from {sorted(allowed)}")
+__all__ = ["PromptedFuser"]
 
 
 class PromptedFuser(TransformersFuser):
@@ -58,14 +35,11 @@ class PromptedFuser(TransformersFuser):
 
     def __init__(self, model, tokenizer, *, max_length: int = 1024, candidate_max_length: int = 128,
                  num_beams: int = 1, max_new_tokens: int = 128, template: str = DEFAULT_TEMPLATE,
-                 candidate_template: str = DEFAULT_CANDIDATE_TEMPLATE, system_prompt: Optional[str] = None):
+                 candidate_template: str = DEFAULT_CANDIDATE_TEMPLATE, system_prompt: Optional[str] = None,
+                 decoding: str = "dynamic"):
         super().__init__(model, tokenizer, max_length=max_length, candidate_max_length=candidate_max_length,
-                         num_beams=num_beams, max_new_tokens=max_new_tokens)
-        _check_template(template, _TEMPLATE_FIELDS, "candidates")
-        _check_template(candidate_template, _CANDIDATE_FIELDS, "text")
-        self.template = template
-        self.candidate_template = candidate_template
-        self.system_prompt = system_prompt
+                         num_beams=num_beams, max_new_tokens=max_new_tokens, decoding=decoding)
+        self.prompt = FusionPrompt(template, candidate_template, system_prompt)
 
     def format_prompt(self, instruction: str, input: str, candidates: Sequence[str]) -> str:
         """The user message for one request (candidates as given, not cut).
@@ -73,23 +47,14 @@ class PromptedFuser(TransformersFuser):
         Example:
             >>> print(fuser.format_prompt("Say hi.", "", ["hi", "hello"]))
         """
-        cands = "".join(self.candidate_template.format(number=i + 1, text=c) for i, c in enumerate(candidates))
-        query = "\n\n".join(part for part in (instruction, input) if part.strip())
-        return self.template.format(query=query, instruction=instruction, input=input,
-                                    candidates=cands.rstrip("\n"), num_candidates=len(candidates))
-
-    def _prompt_ids(self, user_message: str) -> list[int]:
-        """Token ids of the whole prompt: chat template when the tokenizer has one."""
-        if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": user_message}]
-            if self.system_prompt:
-                messages.insert(0, {"role": "system", "content": self.system_prompt})
-            # The template already wrote any BOS it wants; adding specials would double it.
-            return encode_chat(self.tokenizer, messages, protected=self._structural, add_generation_prompt=True)
-        system = self.system_prompt + "\n\n" if self.system_prompt else ""
-        return encode_plain(self.tokenizer, system + user_message + "\n\nAnswer:\n", add_special_tokens=True,
-                            protected=self._structural)
+        return self.prompt.user_message(instruction, input, candidates)
 
     def render_prompt(self, instruction: str, input: str, candidates: Sequence[str]) -> list[int]:
         """The whole prompt's token ids: the chat template when the tokenizer has one."""
-        return self._prompt_ids(self.format_prompt(instruction, input, candidates))
+        if getattr(self.tokenizer, "chat_template", None):
+            # The template already wrote any BOS it wants; adding specials would double it.
+            return encode_chat(self.tokenizer, self.prompt.messages(instruction, input, candidates),
+                               protected=self._structural, add_generation_prompt=True)
+        system = self.prompt.system_prompt + "\n\n" if self.prompt.system_prompt else ""
+        return encode_plain(self.tokenizer, system + self.format_prompt(instruction, input, candidates) + "\n\nAnswer:\n",
+                            add_special_tokens=True, protected=self._structural)

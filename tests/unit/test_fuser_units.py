@@ -9,7 +9,7 @@ import pytest
 
 from blender_serve.config import FuserConfig
 from blender_serve.errors import InvalidInputError
-from blender_serve.fuser import FUSERS, GenFuser, PromptedFuser, ScriptedFuser, check_item, format_fuse_input
+from blender_serve.fuser import FUSERS, GeneratorFuser, GenFuser, PromptedFuser, ScriptedFuser, check_item, format_fuse_input
 from blender_serve.fuser._fit import fit_lengths, water_fill
 from blender_serve.fuser.hf import generation_params
 from blender_serve.types import SamplingParams
@@ -81,7 +81,7 @@ def test_check_item_rejects_bad_input_saying_what_to_do(args, match):
 
 
 def test_registry_maps_config_kinds():
-    assert FUSERS == {"seq2seq": GenFuser, "causal": PromptedFuser, "scripted": ScriptedFuser}
+    assert FUSERS == {"seq2seq": GenFuser, "causal": PromptedFuser, "generator": GeneratorFuser, "scripted": ScriptedFuser}
     assert set(FUSERS) == set(FuserConfig.model_fields["kind"].annotation.__args__)
 
 

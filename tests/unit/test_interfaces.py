@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from blender_serve.fuser import GenFuser, PromptedFuser
+from blender_serve.fuser import GeneratorFuser, GenFuser, PromptedFuser
 from blender_serve.generators import GENERATORS
 from blender_serve.interfaces import FuserProtocol, GeneratorProtocol, RankerProtocol
 from blender_serve.ranker import PairRanker
@@ -20,6 +20,7 @@ IMPLEMENTATIONS = [
     (RankerProtocol, HandleRanker),
     (FuserProtocol, GenFuser),
     (FuserProtocol, PromptedFuser),
+    (FuserProtocol, GeneratorFuser),
     (FuserProtocol, HandleFuser),
 ]
 
