@@ -10,12 +10,12 @@ from blender_serve.ranker.aggregation import (
     register_strategy,
 )
 from blender_serve.ranker.layout import PREFIX_TOKENS
-from blender_serve.ranker.ranker import COMPARE_MODES, PairRanker
+from blender_serve.ranker.ranker import COMPARE_MODES, QUANTIZE_MODES, PairRanker, cpu_batch_tokens
 from blender_serve.ranker.scripted import ScriptedRanker
 
 __all__ = [
     "PairRanker", "ScriptedRanker", "build_ranker", "COMPARE_MODES", "PREFIX_TOKENS", "STRATEGIES", "Ranking", "Strategy", "get_strategy",
-    "max_logits_scores", "max_wins_scores", "register_strategy",
+    "max_logits_scores", "max_wins_scores", "register_strategy", "QUANTIZE_MODES", "cpu_batch_tokens",
 ]
 
 

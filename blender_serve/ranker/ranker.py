@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -24,13 +26,46 @@ from blender_serve.ranker.layout import write_original_layout
 from blender_serve.ranker.encoding import EncodedGroup, PairEncoder
 from blender_serve.types import RankResult
 
-__all__ = ["PairRanker", "COMPARE_MODES"]
+__all__ = ["PairRanker", "COMPARE_MODES", "QUANTIZE_MODES", "cpu_batch_tokens", "quantize_int8"]
 
 logger = logging.getLogger(__name__)
 
 # "both": f(a, b) - f(b, a), position bias cancelled (the reference's default "[A,B]+[B,A]");
 # "single": f(a, b), one pass; "reversed": -f(b, a).
 COMPARE_MODES = ("both", "single", "reversed")
+
+# "none": the checkpoint's weights as loaded; "int8": the backbone's linear layers quantized to int8
+# per tensor, activations quantized on the fly (CPU only; ``python -m bench rank_cpu`` prints its cost).
+QUANTIZE_MODES = ("none", "int8")
+
+
+def cpu_batch_tokens(hidden_size: int) -> int:
+    """The default ``max_batch_tokens`` on CPU for a backbone ``hidden_size`` wide.
+
+    On CPU a wide padded batch spills the attention tensors out of cache, a narrow one pays per-pass
+    overhead; the best cap shrinks as the model widens. Measured here (1 thread, fp32, 8 candidates
+    of 20-50 words): hidden 384 x 12 layers was fastest at 512-1024 padded tokens per pass (16384:
+    1.9x slower); hidden 64 x 2 layers at 1024-2048 (16 requests at once: 2048 best, 1.11x over
+    1024). This is ``1024 * sqrt(384 / hidden)`` as a power of two, within 256..8192.
+
+    Example:
+        >>> cpu_batch_tokens(384), cpu_batch_tokens(64), cpu_batch_tokens(1024)
+        (1024, 2048, 512)
+    """
+    raw = 1024 * math.sqrt(384 / max(1, int(hidden_size)))
+    return int(min(8192, max(256, 2 ** round(math.log2(raw)))))
+
+
+def quantize_int8(model):
+    """``model`` with its backbone's ``nn.Linear`` layers replaced by dynamically quantized int8 ones
+    (weights int8 per tensor; activations quantized per call), in place. CPU only. The head stays
+    float: it is tiny and sets the scores' scale."""
+    import torch
+
+    with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(model.pretrained_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
 
 
 def _check_text(value, what: str) -> str:
@@ -63,7 +98,8 @@ class PairRanker:
 
     def __init__(self, model, tokenizer, *, source_max_length: int, candidate_max_length: int,
                  device: str = "cpu", dtype=None, batch_size: int = 32, seed: int = 0,
-                 max_batch_tokens: Optional[int] = None, checkpoint: Optional[RankerCheckpoint] = None):
+                 max_batch_tokens: Optional[int] = None, checkpoint: Optional[RankerCheckpoint] = None,
+                 quantize: str = "none"):
         import torch
 
         self.model = model.eval()
@@ -71,9 +107,10 @@ class PairRanker:
         self.device = device
         self.dtype = dtype or torch.float32
         self.batch_size = int(batch_size)
-        # On CPU, attention over a wide padded batch is memory-bound: measured on a 12x384 DeBERTa,
-        # 30 pairs took 6.2-6.8 s at 1-2 pairs per pass and 14.3 s at 32. Accelerators want wide batches.
-        self.max_batch_tokens = int(max_batch_tokens or (1024 if str(device).startswith("cpu") else 65536))
+        # On CPU, attention over a wide padded batch is memory-bound (see cpu_batch_tokens); accelerators want wide batches.
+        hidden = getattr(getattr(getattr(model, "pretrained_model", None), "config", None), "hidden_size", 384)
+        self.max_batch_tokens = int(max_batch_tokens or (cpu_batch_tokens(hidden) if str(device).startswith("cpu") else 65536))
+        self.quantize = quantize
         self.seed = int(seed)
         self.encoder = PairEncoder(tokenizer, source_max_length, candidate_max_length)
         self._checkpoint = checkpoint
@@ -84,7 +121,8 @@ class PairRanker:
     def from_pretrained(cls, path_or_id: str | os.PathLike, *, device: str = "auto", dtype: str = "auto",
                         batch_size: int = 32, source_max_length: Optional[int] = None,
                         candidate_max_length: Optional[int] = None, seed: int = 0,
-                        max_batch_tokens: Optional[int] = None, attention: str = "eager") -> "PairRanker":
+                        max_batch_tokens: Optional[int] = None, attention: str = "eager",
+                        quantize: str = "none") -> "PairRanker":
         """Load a PairRM checkpoint of either layout (original or transformers-style).
 
         Args:
@@ -92,16 +130,21 @@ class PairRanker:
             device: "auto" (cuda if available), "cpu", "cuda", "cuda:1"...
             dtype: "auto" (float16 on accelerators, float32 on CPU), "float32", "float16", "bfloat16".
             batch_size: most pairs per forward pass.
-            max_batch_tokens: most padded tokens per forward pass (default 1024 on CPU, 65536 on accelerators).
+            max_batch_tokens: most padded tokens per forward pass (default on CPU: ``cpu_batch_tokens`` of
+                the backbone's width, 1024 for hidden 384; 65536 on accelerators).
             source_max_length / candidate_max_length: override the checkpoint's token budgets.
             seed: seed of the bubble strategy's shuffle.
             attention: "eager" (transformers' own), or for DeBERTa-v2/v3 backbones "sdpa" or "flex"
                 (same scores, fewer L x L tensors; see ``blender_serve.ranker.fast_attention``).
+            quantize: "none", or "int8" on CPU in float32: the backbone's linear layers in int8
+                (faster; scores move slightly: ``python -m bench rank_cpu`` prints the agreement).
         """
         from blender_serve.ranker.fast_attention import ATTENTION_IMPLS, use_fast_attention
 
         if attention not in ATTENTION_IMPLS:
             raise InvalidInputError(f"unknown attention {attention!r}; use one of {', '.join(map(repr, ATTENTION_IMPLS))}")
+        if quantize not in QUANTIZE_MODES:
+            raise InvalidInputError(f"unknown quantize {quantize!r}; use one of {', '.join(map(repr, QUANTIZE_MODES))}")
 
         ckpt = read_checkpoint(path_or_id)
         device = resolve_device(device)
@@ -137,13 +180,18 @@ class PairRanker:
                            ckpt.directory, result.unexpected_keys[:5])
         use_fast_attention(model, attention)
         model.to(device=device, dtype=torch_dtype)
+        if quantize == "int8":
+            if not str(device).startswith("cpu") or str(torch_dtype) != "torch.float32":
+                raise InvalidInputError(f"quantize='int8' runs on CPU in float32 (got device {device}, dtype {torch_dtype}); "
+                                        "on an accelerator use dtype 'float16' or 'bfloat16' instead")
+            quantize_int8(model)
         ckpt.state_dict = {}  # don't keep a second copy of the weights alive
         src_max = source_max_length or ckpt.ranker_config["source_maxlength"]
         cand_max = candidate_max_length or ckpt.ranker_config["candidate_maxlength"]
         _check_position_budget(config, src_max, cand_max)
         return cls(model, ckpt.tokenizer, source_max_length=src_max, candidate_max_length=cand_max,
                    device=device, dtype=torch_dtype, batch_size=batch_size, seed=seed,
-                   max_batch_tokens=max_batch_tokens, checkpoint=ckpt)
+                   max_batch_tokens=max_batch_tokens, checkpoint=ckpt, quantize=quantize)
 
     @classmethod
     def from_config(cls, config) -> "PairRanker":
@@ -151,11 +199,15 @@ class PairRanker:
         return cls.from_pretrained(config.path, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
                                    source_max_length=config.source_max_length,
                                    candidate_max_length=config.candidate_max_length, seed=config.seed,
-                                   max_batch_tokens=config.max_batch_tokens, attention=config.attention)
+                                   max_batch_tokens=config.max_batch_tokens, attention=config.attention,
+                                   quantize=config.quantize)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Save in the original PairRM layout (ranker config.json + model.safetensors), with the
         tokenizer and backbone config beside it so it reloads offline."""
+        if self.quantize != "none":
+            raise InvalidInputError(f"this ranker was quantized ({self.quantize}) when loaded; save the original "
+                                    "checkpoint instead (quantization is applied at load time)")
         ckpt = self._checkpoint
         write_original_layout(directory, self.model.state_dict(), self.model.pretrained_model.config, self.tokenizer,
                               backbone_name=ckpt.backbone_name if ckpt else None,
