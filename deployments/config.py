@@ -48,7 +48,7 @@ class RankerBatching(BaseModel):
 
     model_config = _STRICT
     max_batch_size: int = Field(16, ge=1, description="Most requests scored together.")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="Once the ranker is free, how long a batch may wait for more calls to fill it (0: it takes the calls queued by then; calls that arrive while a batch runs join the next one either way).")
 
 
 class Limits(BaseModel):

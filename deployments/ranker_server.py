@@ -1,31 +1,31 @@
 """The PairRanker as a deployment: rank and compare calls from concurrent requests are batched
-(``@serve.batch``) into shared forward passes."""
+into shared forward passes (``deployments.batching.GreedyBatcher``: a batch takes every call queued
+when the ranker is free, so a lone call never waits)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Optional, Sequence
 
-from ray import serve
-
 from blender_serve.config import RankerConfig
 from blender_serve.errors import BlenderError, validated
 from blender_serve.types import RankResult
+from deployments.batching import GreedyBatcher
 from deployments.health import EngineHealth
 
 __all__ = ["RankerServer"]
 
 
 class RankerServer:
-    async def __init__(self, config: dict[str, Any], max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005):
+    async def __init__(self, config: dict[str, Any], max_batch_size: int = 16, batch_wait_timeout_s: float = 0.0):
         from blender_serve.ranker import build_ranker
 
         self.config = validated(RankerConfig, config, "ranker config")
         self.ranker = await asyncio.to_thread(build_ranker, self.config)
         self.health = EngineHealth("the ranker", lambda: self.ranker.compare("Say ok.", "ok", "okay"))
-        for method in (self._rank_batch, self._compare_batch):
-            method.set_max_batch_size(max_batch_size)
-            method.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        # One batcher per method; both run on this replica's one model, one forward at a time (its lock).
+        self._ranks = GreedyBatcher(lambda jobs: self._run(self._rank_jobs, jobs), max_batch_size, batch_wait_timeout_s)
+        self._compares = GreedyBatcher(lambda jobs: self._run(self._compare_jobs, jobs), max_batch_size, batch_wait_timeout_s)
 
     @classmethod
     def default_options(cls, config: RankerConfig) -> dict[str, Any]:
@@ -35,24 +35,16 @@ class RankerServer:
 
     async def rank(self, source: str, candidates: Sequence[str], strategy: Optional[str] = None,
                    top_k: Optional[int] = None) -> RankResult:
-        out = await self._rank_batch((source, list(candidates), strategy or self.config.strategy, top_k))
+        out = await self._ranks.submit((source, list(candidates), strategy or self.config.strategy, top_k))
         if isinstance(out, BaseException):
             raise out
         return out
 
     async def compare(self, source: str, candidate_a: str, candidate_b: str, mode: str = "both") -> float:
-        out = await self._compare_batch((source, candidate_a, candidate_b, mode))
+        out = await self._compares.submit((source, candidate_a, candidate_b, mode))
         if isinstance(out, BaseException):
             raise out
         return out
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _rank_batch(self, jobs: list[tuple]) -> list:
-        return await self._run(self._rank_jobs, jobs)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _compare_batch(self, jobs: list[tuple]) -> list:
-        return await self._run(self._compare_jobs, jobs)
 
     async def _run(self, fn, jobs: list[tuple]) -> list:
         try:
@@ -100,3 +92,7 @@ class RankerServer:
     async def check_health(self) -> None:
         """Raises when the model cannot score a pair (an unexpected failure the probe confirms)."""
         await self.health.check()
+
+    async def stats(self) -> dict[str, Any]:
+        """Batches run so far and the rank/compare calls they served (jobs / batches: the mean batch size)."""
+        return {"batches": self._ranks.batches + self._compares.batches, "jobs": self._ranks.jobs + self._compares.jobs}

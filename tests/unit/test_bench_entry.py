@@ -13,7 +13,8 @@ def test_every_benchmark_is_listed_with_its_summary_and_has_a_main():
     out = subprocess.run([sys.executable, "-m", "bench"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     scripts = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))
-    assert {"orchestration", "quorum", "rank_latency", "serve_latency", "fusion_batch"} <= set(scripts)
+    assert {"orchestration", "quorum", "rank_latency", "serve_latency", "fusion_batch", "rank_batching", "rank_cost",
+            "backends"} <= set(scripts)
     for name in scripts:
         assert f"  {name} " in out.stdout
         assert "def main(" in (ROOT / "bench" / f"{name}.py").read_text()
