@@ -2,7 +2,8 @@
 
 The ranker is a DeBERTa-v2 the size of deberta-v3-xsmall (12 layers, hidden 384; random weights:
 speed does not depend on them) saved in the original PairRM layout, so both implementations load
-the same files. Candidates are 40-110-token answers to one ~25-token question (short chat answers).
+the same files. Candidates are 30-96-word answers to one question; the tiny test tokenizer cuts them into
+109-353 tokens, so these are long answers (`bench rank_cpu` uses 42-157-token ones).
 
     python -m bench rank_latency [--repeats 5] [--threads 2] [--no-reference]
 
