@@ -10,10 +10,14 @@ from typing import Callable, Sequence
 
 from blender_serve.errors import InvalidInputError
 
-__all__ = ["cut_text", "water_fill", "fit_lengths"]
+__all__ = ["cut_text", "water_fill", "fit_lengths", "SOFT_FLOOR"]
 
 # A cut segment ends with this, as the reference marks a cut candidate.
 ELLIPSIS = "..."
+
+#: When a prompt is too long, candidates are cut down to this many tokens before the instruction or
+#: input lose anything; only then is everything cut further, evenly.
+SOFT_FLOOR = 32
 
 
 def cut_text(tokenizer, text: str, ids: Sequence[int], n: int) -> str:

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Optional, Sequence
 
 from blender_serve.errors import BlenderError, GenerationError, InvalidInputError
-from blender_serve.fuser._fit import cut_text, fit_lengths
+from blender_serve.fuser._fit import SOFT_FLOOR, cut_text, fit_lengths
 from blender_serve.fuser.base import Fuser, FuseItem, check_item
 from blender_serve.stops import StopMatcher, truncate_at_stop
 from blender_serve.tokenize_safe import encode_plain, structural_ids
@@ -23,11 +23,6 @@ __all__ = ["TransformersFuser", "OVERRIDES", "generation_params"]
 
 #: The per-call generation settings every transformers fuser accepts as keyword arguments.
 OVERRIDES = ("num_beams", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed", "stop")
-
-# When a prompt is too long, candidates are cut down to this many tokens before the instruction or
-# input lose anything; only then is everything cut further, evenly.
-_SOFT_FLOOR = 32
-
 
 def generation_params(overrides: dict[str, Any], *, sampling: Optional[SamplingParams] = None, num_beams: int,
                       max_new_tokens: int, streaming: bool = False) -> tuple[dict[str, Any], Optional[int], list[str]]:
@@ -180,7 +175,7 @@ class TransformersFuser(Fuser):
             return self.render_prompt(cut[0], cut[1], cut[2:])
 
         n = len(texts)
-        stages = [(list(range(2, n)), min(_SOFT_FLOOR, self.candidate_max_length)), ([0, 1], _SOFT_FLOOR),
+        stages = [(list(range(2, n)), min(SOFT_FLOOR, self.candidate_max_length)), ([0, 1], SOFT_FLOOR),
                   (list(range(n)), 0)]
         return render(fit_lengths(lengths, stages, lambda lens: len(render(lens)), self.max_length))
 

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Optional, Sequence
 
 from blender_serve.errors import InvalidInputError, UnknownModelError, validated
-from blender_serve.fuser._fit import ELLIPSIS, fit_lengths
+from blender_serve.fuser._fit import ELLIPSIS, SOFT_FLOOR, fit_lengths
 from blender_serve.fuser.base import Fuser, FuseItem, check_item
 from blender_serve.fuser.chat_prompt import DEFAULT_CANDIDATE_TEMPLATE, DEFAULT_TEMPLATE, FusionPrompt
 from blender_serve.types import ChatMessage, FusionOutput, GenerationChunk, SamplingParams
@@ -31,10 +31,6 @@ CHARS_PER_TOKEN = 4
 
 #: The per-call settings ``afuse``/``stream``/``fuse`` accept, as the transformers fusers do (less do_sample).
 OVERRIDES = ("max_new_tokens", "num_beams", "temperature", "top_p", "top_k", "seed", "stop")
-
-# As in the transformers fusers: candidates are cut to this many tokens before the instruction or
-# input lose anything.
-_SOFT_FLOOR = 32
 
 
 class GeneratorFuser(Fuser):
@@ -95,7 +91,7 @@ class GeneratorFuser(Fuser):
             return self.prompt.messages(cut[0], cut[1], cut[2:])
 
         n = len(texts)
-        floor = _SOFT_FLOOR * CHARS_PER_TOKEN
+        floor = SOFT_FLOOR * CHARS_PER_TOKEN
         stages = [(list(range(2, n)), min(floor, cap)), ([0, 1], floor), (list(range(n)), 0)]
         budget = self.max_length * CHARS_PER_TOKEN
         try:
