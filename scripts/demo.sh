@@ -4,6 +4,6 @@
 # candidates, their ranking and the final answer. Extra arguments go to `blender-serve up`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/bootstrap.sh"
+bash "$ROOT/scripts/bootstrap.sh" demo
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec "$ROOT/.venv/bin/blender-serve" up "$@"
