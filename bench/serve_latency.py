@@ -1,11 +1,14 @@
-"""Served-app numbers on this machine: start time, memory, and p50 latency of one ensemble request
-over HTTP (official openai client) and over a Serve handle, measured in one run.
+"""Served-app numbers on this machine: start time, memory, and latency of one ensemble request over
+HTTP (official openai client) and over a Serve handle, with the per-stage times the answer reports.
 
-    python -m bench serve_latency --app cpu        # configs/cpu.yaml: real SmolLM2 x3, MiniLM ranker, SmolLM2 fuser
+    python -m bench serve_latency --app cpu        # configs/cpu.yaml: real SmolLM2 x3 on transformers, MiniLM ranker, SmolLM2 fuser
+    python -m bench serve_latency --app cpu,cpu-llama-cpp   # both CPU demos side by side on one cluster, requests in turns
+                                                   # (configs/cpu-llama-cpp.yaml: the same models on llama.cpp from the GGUF)
     python -m bench serve_latency --app scripted   # scripted base models (fixed 50 ms latency), tiny ranker/fuser:
-                                                        # the orchestration overhead of the serving layer itself
+                                                   # the orchestration overhead of the serving layer itself
 
-Writes bench_results/serve_latency_<app>.json.
+Several apps run at once, each under its own route prefix, and take turns request by request, so
+drift on a noisy machine hits all alike. Writes bench_results/serve_latency_<app>.json per app.
 """
 
 from __future__ import annotations
@@ -56,12 +59,19 @@ def p50(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+CONFIG_APPS = {"cpu": "cpu.yaml", "cpu-llama-cpp": "cpu-llama-cpp.yaml"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--app", choices=["cpu", "scripted"], default="scripted")
-    parser.add_argument("--requests", type=int, default=None, help="requests per interface (default: 3 cpu, 30 scripted)")
+    parser.add_argument("--app", default="scripted", help=f"comma-separated, of {', '.join([*CONFIG_APPS, 'scripted'])}")
+    parser.add_argument("--requests", type=int, default=None, help="requests per interface (default: 3 cpu apps, 30 scripted)")
     args = parser.parse_args()
-    n = args.requests or (3 if args.app == "cpu" else 30)
+    apps = args.app.split(",")
+    for app in apps:
+        if app not in CONFIG_APPS and app != "scripted":
+            raise SystemExit(f"unknown app {app!r}; use {', '.join([*CONFIG_APPS, 'scripted'])}")
+    n = args.requests or (30 if apps == ["scripted"] else 3)
 
     import openai
     import ray
@@ -74,36 +84,55 @@ def main() -> None:
     from deployments.protocol import BlendRequest
 
     tmp = Path(tempfile.mkdtemp(prefix="bsl-", dir="/tmp"))
-    app_args = (yaml.safe_load((ROOT / "configs" / "cpu.yaml").read_text())["applications"][0]["args"]
-                if args.app == "cpu" else scripted_args(tmp))
     port = free_port()
     t0 = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp / "ray"))
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(app_args), name="blender", route_prefix="/")
-    start_s = time.perf_counter() - t0
-    memory = app_memory_mb("blender")
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=900)
-    handle = serve.get_app_handle("blender")
+    start_s, memory, clients, handles = {}, {}, {}, {}
+    for app in apps:
+        app_args = (yaml.safe_load((ROOT / "configs" / CONFIG_APPS[app]).read_text())["applications"][0]["args"]
+                    if app in CONFIG_APPS else scripted_args(tmp))
+        serve.run(build_app(app_args), name=app, route_prefix=f"/{app}")
+        start_s[app] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        memory[app] = app_memory_mb(app)
+        clients[app] = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/{app}/v1", api_key="unused", max_retries=0, timeout=900)
+        handles[app] = serve.get_app_handle(app)
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    client.chat.completions.create(model="blender", messages=question)  # warm-up
-    http_s, handle_s = [], []
-    for _ in range(n):  # interleaved, so drift on a noisy machine hits both alike
+    first = {}
+    for app in apps:
         t = time.perf_counter()
-        client.chat.completions.create(model="blender", messages=question)
-        http_s.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        handle.blend.remote(BlendRequest(messages=question)).result(timeout_s=900)
-        handle_s.append(time.perf_counter() - t)
+        clients[app].chat.completions.create(model="blender", messages=question)
+        first[app] = time.perf_counter() - t
+    http_s = {a: [] for a in apps}
+    handle_s = {a: [] for a in apps}
+    stages = {a: [] for a in apps}
+    for _ in range(n):  # interleaved, so drift on a noisy machine hits every app alike
+        for app in apps:
+            t = time.perf_counter()
+            resp = clients[app].chat.completions.create(model="blender", messages=question)
+            http_s[app].append(time.perf_counter() - t)
+            stages[app].append(resp.model_extra["blender"]["timings"])
+            t = time.perf_counter()
+            handles[app].blend.remote(BlendRequest(messages=question)).result(timeout_s=900)
+            handle_s[app].append(time.perf_counter() - t)
     serve.shutdown()
     ray.shutdown()
-    out = {"app": args.app, "requests": n, "start_s": start_s, "memory": memory,
-           "http_p50_s": p50(http_s), "handle_p50_s": p50(handle_s), "http_s": http_s, "handle_s": handle_s}
-    print(f"app={args.app}: ready {start_s:.1f}s after ray.init; {memory['replicas']} replicas, "
-          f"USS {memory['uss_mb']:.0f} MB (RSS {memory['rss_mb']:.0f} MB); "
-          f"p50 over {n} requests: HTTP {out['http_p50_s']:.3f}s, handle {out['handle_p50_s']:.3f}s")
     (ROOT / "bench_results").mkdir(exist_ok=True)
-    (ROOT / "bench_results" / f"serve_latency_{args.app}.json").write_text(json.dumps(out, indent=2))
+    for app in apps:
+        stage_p50 = {k: p50([s[k] for s in stages[app] if k in s]) for k in stages[app][0]} if stages[app] else {}
+        out = {"app": app, "requests": n, "start_s": start_s[app], "memory": memory[app], "first_answer_s": first[app],
+               "http_p50_s": p50(http_s[app]), "handle_p50_s": p50(handle_s[app]), "stage_p50_s": stage_p50,
+               "http_s": http_s[app], "handle_s": handle_s[app], "side_by_side_with": [a for a in apps if a != app]}
+        print(f"app={app}: ready {start_s[app]:.1f}s; {memory[app]['replicas']} replicas, "
+              f"USS {memory[app]['uss_mb']:.0f} MB (RSS {memory[app]['rss_mb']:.0f} MB); first answer {first[app]:.2f}s; "
+              f"p50 over {n} requests: HTTP {out['http_p50_s']:.3f}s, handle {out['handle_p50_s']:.3f}s; "
+              f"stages p50: " + ", ".join(f"{k} {v:.2f}s" for k, v in stage_p50.items()))
+        (ROOT / "bench_results" / f"serve_latency_{app}.json").write_text(json.dumps(out, indent=2))
+    if len(apps) > 1:
+        base = apps[0]
+        for app in apps[1:]:
+            print(f"HTTP p50 {app} / {base}: {p50(http_s[app]) / p50(http_s[base]):.2f}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ class GeneratorConfig(BaseModel):
 
     model_config = _STRICT
     name: str = Field(description="Unique name of this base model in the ensemble (also its API model id).", min_length=1)
-    backend: str = Field(description="Backend registry key: 'transformers', 'vllm', 'openai' or 'scripted'.")
+    backend: str = Field(description="Backend registry key: 'transformers', 'vllm', 'llama_cpp', 'openai' or 'scripted'.")
     model: Optional[str] = Field(None, description="Checkpoint path or hub id (transformers/vllm), or the remote model name (openai).")
     sampling: SamplingParams = Field(default_factory=SamplingParams, description="Default sampling settings for this model; a request's settings override them.")
     system_prompt: Optional[str] = Field(None, description="System message prepended when a request has none.")

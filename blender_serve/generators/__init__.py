@@ -1,7 +1,7 @@
 """Base-LLM backends behind one async interface, and the registry that builds them from config.
 
 Backends: ``transformers`` (any HF causal LM, in-process), ``vllm`` (vLLM's async engine),
-``openai`` (any OpenAI-compatible HTTP server) and ``scripted`` (deterministic, for tests and
+``llama_cpp`` (a GGUF file, in-process through llama.cpp), ``openai`` (any OpenAI-compatible HTTP server) and ``scripted`` (deterministic, for tests and
 benchmarks). Importing this package loads none of torch, vllm or httpx; each backend imports what it
 needs in ``start()``. Example::
 
@@ -28,6 +28,7 @@ __all__ = [
     "TransformersGenerator",
     "VLLMGenerator",
     "OpenAIGenerator",
+    "LlamaCppGenerator",
 ]
 
 GENERATORS: dict[str, type[Generator]] = {}
@@ -80,7 +81,8 @@ from blender_serve.generators.scripted import ScriptedGenerator  # noqa: E402
 from blender_serve.generators.transformers_backend import TransformersGenerator  # noqa: E402
 from blender_serve.generators.vllm_backend import VLLMGenerator  # noqa: E402
 from blender_serve.generators.openai_backend import OpenAIGenerator  # noqa: E402
+from blender_serve.generators.llama_cpp_backend import LlamaCppGenerator  # noqa: E402
 
 for _name, _cls in (("scripted", ScriptedGenerator), ("transformers", TransformersGenerator),
-                    ("vllm", VLLMGenerator), ("openai", OpenAIGenerator)):
+                    ("vllm", VLLMGenerator), ("openai", OpenAIGenerator), ("llama_cpp", LlamaCppGenerator)):
     register_generator(_name)(_cls)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +42,9 @@ class TransformersOptions(BaseModel):
         None, ge=1, description="torch.set_num_threads at start (process-wide); set 1 per replica when several share a CPU."
     )
     revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit) when `model` is a hub id.")
+    decoding: Literal["dynamic", "static", "compiled"] = Field(
+        "dynamic", description="'dynamic' (transformers' default cache), 'static' (preallocated KV caches reused between calls, "
+        "the same tokens) or 'compiled' (static plus a torch.compile'd decoding step; the first call of each shape compiles).")
 
 
 class TransformersGenerator(Generator):
@@ -75,7 +78,7 @@ class TransformersGenerator(Generator):
         model, tokenizer, _ = load_pretrained(
             "AutoModelForCausalLM", self.config.model, device=o.device, dtype=o.dtype, half="bfloat16",
             device_map=o.device_map, trust_remote_code=o.trust_remote_code, revision=o.revision, gguf_file=o.gguf_file)
-        return GenerationWorker(model, tokenizer, name=self.name)
+        return GenerationWorker(model, tokenizer, name=self.name, decoding=o.decoding)
 
     async def _close(self) -> None:
         worker, self._worker = self._worker, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -21,11 +22,20 @@ from blender_serve.testing.apps import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None or os.environ.get("BLENDER_REQUIRE_LLAMA_CPP") == "1"
+
+
 @pytest.mark.slow
-def test_serve_run_cpu_config_subprocess(tmp_path):
-    """configs/cpu.yaml as shipped (real SmolLM2 x3, MiniLM ranker, SmolLM2 fuser), on a free port."""
+@pytest.mark.parametrize("config_file", [
+    "cpu.yaml",
+    pytest.param("cpu-llama-cpp.yaml", marks=pytest.mark.skipif(
+        not LLAMA_CPP, reason="llama-cpp-python is not installed (opt-in: bash scripts/llama_cpp.sh)")),
+])
+def test_serve_run_cpu_config_subprocess(tmp_path, config_file):
+    """The CPU demo configs as shipped (real SmolLM2 x3 on transformers or on llama.cpp from the GGUF,
+    MiniLM ranker, SmolLM2 fusion), on a free port."""
     port = free_port()
-    config = yaml.safe_load((ROOT / "configs" / "cpu.yaml").read_text())
+    config = yaml.safe_load((ROOT / "configs" / config_file).read_text())
     config["http_options"]["port"] = port
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))

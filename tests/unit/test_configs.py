@@ -21,9 +21,23 @@ def _cli(*args):
 
 
 def test_shipped_configs_validate_with_the_command():
-    out = _cli("validate", "serve_config.yaml", "configs/cpu.yaml")
+    out = _cli("validate", "serve_config.yaml", "configs/cpu.yaml", "configs/cpu-llama-cpp.yaml")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("OK") == 2
+    assert out.stdout.count("OK") == 3
+
+
+def test_the_llama_cpp_demo_is_the_same_ensemble_on_another_engine():
+    """configs/cpu-llama-cpp.yaml: the same three models, prompts and sampling as configs/cpu.yaml,
+    read by llama.cpp from the GGUF, fused by one of them instead of an own fuser copy."""
+    (cpu,) = validate_config_file(str(ROOT / "configs" / "cpu.yaml"))
+    (fast,) = validate_config_file(str(ROOT / "configs" / "cpu-llama-cpp.yaml"))
+    assert {g.backend for g in fast.ensemble.generators} == {"llama_cpp"}
+    assert [(g.name, g.system_prompt, g.sampling) for g in fast.ensemble.generators] == \
+        [(g.name, g.system_prompt, g.sampling) for g in cpu.ensemble.generators]
+    assert fast.ensemble.ranker == cpu.ensemble.ranker
+    assert (fast.ensemble.fuser.kind, fast.ensemble.fuser.generator) == ("generator", "smol-greedy")
+    assert fast.ensemble.fuser.max_new_tokens == cpu.ensemble.fuser.max_new_tokens
+    assert (fast.ensemble.top_k, fast.ensemble.fusion) == (cpu.ensemble.top_k, cpu.ensemble.fusion)
 
 
 def test_production_config_shape():

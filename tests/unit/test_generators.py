@@ -271,7 +271,7 @@ def test_model_backends_require_a_model(backend):
 
 
 def test_bad_configs_raise_typed_errors():
-    with pytest.raises(UnknownModelError, match=r"'nope'.*\['openai', 'scripted', 'transformers', 'vllm'\].*register"):
+    with pytest.raises(UnknownModelError, match=r"'nope'.*\['llama_cpp', 'openai', 'scripted', 'transformers', 'vllm'\].*register"):
         build_generator({"name": "x", "backend": "nope"})
     with pytest.raises(InvalidInputError, match="name"):
         build_generator({"backend": "scripted"})
@@ -288,6 +288,7 @@ def test_registry_builds_every_backend_without_starting_it():
         "transformers": {"model": "/nonexistent/checkpoint"},
         "vllm": {"model": "/nonexistent/checkpoint"},
         "openai": {"model": "m", "options": {"base_url": "http://127.0.0.1:9/v1"}},
+        "llama_cpp": {"model": "/nonexistent/model.gguf"},
     }
     assert set(GENERATORS) == set(configs)
     for backend, extra in configs.items():
@@ -300,9 +301,9 @@ def test_importing_and_building_loads_no_heavy_dependency():
     code = (
         "import sys, blender_serve.generators as g\n"
         "for b, extra in [('vllm', {'model': '/m'}), ('transformers', {'model': '/m'}),\n"
-        "                 ('openai', {'options': {'base_url': 'http://h/v1'}}), ('scripted', {})]:\n"
+        "                 ('openai', {'options': {'base_url': 'http://h/v1'}}), ('scripted', {}), ('llama_cpp', {'model': '/m.gguf'})]:\n"
         "    g.build_generator({'name': b, 'backend': b, **extra})\n"
-        "print([m for m in ('vllm', 'torch', 'transformers', 'httpx', 'ray', 'fastapi') if m in sys.modules])\n"
+        "print([m for m in ('vllm', 'torch', 'transformers', 'httpx', 'ray', 'fastapi', 'llama_cpp', 'jinja2') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout.strip().replace("'", '"')) == []
