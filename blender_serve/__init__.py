@@ -23,6 +23,7 @@ from blender_serve.types import (
     FusionOutput,
     Generation,
     GenerationChunk,
+    Progress,
     Provenance,
     RankResult,
     SamplingParams,
@@ -46,5 +47,5 @@ __all__ = [
     "BlenderError", "CheckpointError", "DeadlineExceededError", "GenerationError", "InvalidInputError",
     "NotEnoughCandidatesError", "OverloadedError", "UnknownModelError", "UnknownStrategyError",
     "BlendResult", "Candidate", "ChatMessage", "FusionOutput", "Generation", "GenerationChunk",
-    "Provenance", "RankResult", "SamplingParams", "Usage",
+    "Progress", "Provenance", "RankResult", "SamplingParams", "Usage",
 ]

@@ -11,12 +11,14 @@ from typing import Any, Iterable, Mapping, TypeVar
 __all__ = [
     "BlenderError",
     "InvalidInputError",
+    "UnsupportedParameterError",
     "UnknownModelError",
     "UnknownStrategyError",
     "CheckpointError",
     "GenerationError",
     "DeadlineExceededError",
     "NotEnoughCandidatesError",
+    "NoValidAnswerError",
     "OverloadedError",
     "ComponentUnavailableError",
     "validation_message",
@@ -30,6 +32,15 @@ class BlenderError(Exception):
 
 class InvalidInputError(BlenderError, ValueError):
     """The caller passed something malformed (empty list, wrong type, mismatched lengths...)."""
+
+
+class UnsupportedParameterError(InvalidInputError):
+    """A request field that this server understands but cannot honour for this target (``tools`` on
+    an ensemble, say); ``param`` names the field, and the message says what to send instead."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class UnknownModelError(BlenderError, KeyError):
@@ -61,6 +72,11 @@ class NotEnoughCandidatesError(BlenderError):
     def __init__(self, message: str, errors: dict[str, str] | None = None):
         super().__init__(message)
         self.errors = dict(errors or {})
+
+
+class NoValidAnswerError(NotEnoughCandidatesError):
+    """The base models answered, but no answer had the shape the request asked for (its
+    ``response_format``: JSON, or JSON valid against a schema); ``errors`` says why each was dropped."""
 
 
 class OverloadedError(BlenderError):

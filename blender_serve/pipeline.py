@@ -4,14 +4,19 @@ One stage sequence, written once (``Blender._stages``) and consumed by both ``bl
 ``stream``: generate (all selected base models at once, each under a deadline) -> rank
 (PairRanker) -> decide on fusion -> fuse the top-K (GenFuser, bounded by the request's sampling
 settings; skipped on request or when the top candidate clearly leads) -> assemble a BlendResult
-with provenance. A model that fails, times out or answers nothing is dropped from that request and
-reported in ``errors``; fewer than ``min_candidates`` answers raise NotEnoughCandidatesError. With
-a ``quorum``, ranking starts once that many have answered (plus ``quorum_grace_s``) and the slower
-calls are cancelled and listed in ``skipped``. A
-failing or late ranker (``rank_timeout_s``) either fails the request (ComponentUnavailableError) or
-answers with the first model's candidate flagged ``unranked``, as ``on_ranker_failure`` says. A
+with provenance. Once ranked, the stages yield a Progress (candidates, scores, matrix, the fusion
+decision) that a stream can show before its answer; the one-shot call ignores it. A model that
+fails, times out or answers nothing is dropped from that request and reported in ``errors``;
+fewer than ``min_candidates`` answers raise NotEnoughCandidatesError. With a ``quorum``, ranking
+starts once that many have answered (plus ``quorum_grace_s``) and the slower calls are cancelled
+and listed in ``skipped``. A failing or late ranker (``rank_timeout_s``) either fails the
+request (ComponentUnavailableError) or answers with the first model's candidate flagged ``unranked``, as ``on_ranker_failure`` says. A
 failing or late fuser (``fuse_timeout_s``) degrades the request to the top-ranked answer, flagged
-``unfused`` (the reason under ``errors["fuser"]``); it never loses the request. The pipeline
+``unfused`` (the reason under ``errors["fuser"]``); it never loses the request. A request whose
+sampling asks for a ``response_format`` (JSON) has the models told so, its answers that lack the
+format dropped before ranking (reported in ``errors``; none left raises NoValidAnswerError), and
+its fused answer checked whole (so a stream buffers the fusion): one that lacks the format gives
+way to the top-ranked valid candidate (see ``blender_serve.structured``). The pipeline
 talks to its components only through the Protocols of ``blender_serve.interfaces``, so the Ray
 Serve ingress runs these same stages over deployment handles.
 """
@@ -24,6 +29,7 @@ import logging
 import time
 from typing import AsyncIterator, Optional, Sequence, Union
 
+from blender_serve import structured
 from blender_serve.config import BlendOptions, BlenderConfig, FuserConfig, RankerConfig
 from blender_serve.errors import (
     ComponentUnavailableError,
@@ -36,14 +42,18 @@ from blender_serve.errors import (
 from blender_serve.interfaces import FuserProtocol, GeneratorProtocol, RankerProtocol
 from blender_serve.ordering import order_from_scores
 from blender_serve.prompts import as_messages, ranker_source, split_messages
-from blender_serve.types import BlendResult, Candidate, ChatMessage, Generation, RankResult, SamplingParams, Usage
+from blender_serve.types import (
+    BlendResult, Candidate, ChatMessage, Generation, Progress, RankResult, SamplingParams, Usage,
+)
 
-__all__ = ["Blender", "BlendStream", "ResolvedOptions", "FusionAttempt", "resolve_options", "decide_fusion", "assemble_result"]
+__all__ = ["Blender", "BlendStream", "ResolvedOptions", "FusionAttempt", "resolve_options", "decide_fusion",
+           "ranked_progress", "assemble_result"]
 
 logger = logging.getLogger(__name__)
 
 FUSER_FAILED = "fuser failed; answered with the top-ranked candidate"
 RANKER_FAILED = "ranker failed; answered with the first model's candidate, unranked"
+FUSED_INVALID = "the fused answer did not match response_format; answered with the top-ranked valid candidate"
 
 
 class ResolvedOptions(BlendOptions):
@@ -118,17 +128,40 @@ class FusionAttempt:
         return "".join(self.pieces)
 
 
+def _ranked(generations: list[Generation], ranking: RankResult, chosen: set[int]
+            ) -> tuple[list[Candidate], Optional[list[list[float]]]]:
+    """The candidates in rank order (``chosen``: input indices read by the fuser) and the matrix in that order."""
+    ranks = ranking.ranks
+    order = order_from_scores(ranking.scores)
+    candidates = [Candidate(model=generations[i].model, text=generations[i].text, score=ranking.scores[i], rank=ranks[i],
+                            chosen=i in chosen, usage=generations[i].usage, latency_s=generations[i].latency_s,
+                            finish_reason=generations[i].finish_reason,
+                            time_to_first_token_s=generations[i].time_to_first_token_s)
+                  for i in order]
+    M = ranking.matrix  # [n, n] in input order -> the candidates' (rank) order
+    return candidates, None if M is None else [[M[i][j] for j in order] for i in order]
+
+
+def ranked_progress(generations: list[Generation], ranking: RankResult, top: list[int], skipped: Optional[str], *,
+                    strategy: str, errors: dict[str, str], timings: dict[str, float], unranked: bool = False,
+                    skipped_models: Sequence[str] = ()) -> Progress:
+    """What is known once the candidates are ranked and fusion decided (``skipped``: None to fuse
+    ``top``, else why not): the Progress a stream sends before its first piece."""
+    will_fuse = skipped is None
+    candidates, matrix = _ranked(generations, ranking, set(top) if will_fuse else set())
+    return Progress(will_fuse=will_fuse, fusion_skipped_reason=skipped, candidates=candidates,
+                    chosen=[generations[i].model for i in top] if will_fuse else [], strategy=strategy,
+                    errors=dict(errors), skipped=list(skipped_models), degraded=["unranked"] if unranked else [],
+                    timings=dict(timings), matrix=matrix)
+
+
 def assemble_result(generations: list[Generation], ranking: RankResult, top: list[int], fusion: Optional[FusionAttempt],
                     *, skipped: Optional[str], strategy: str, errors: dict[str, str],
                     timings: dict[str, float], unranked: bool = False, skipped_models: Sequence[str] = ()) -> BlendResult:
     """The BlendResult of one request: candidates in rank order with scores, ranks and provenance;
     usage summed over every model call, the fuser's included (also when its answer was not used)."""
     fused = fusion is not None and fusion.error is None
-    ranks = ranking.ranks
-    chosen = set(top) if fused else set()
-    candidates = [Candidate(model=generations[i].model, text=generations[i].text, score=ranking.scores[i], rank=ranks[i],
-                            chosen=i in chosen, usage=generations[i].usage, latency_s=generations[i].latency_s)
-                  for i in order_from_scores(ranking.scores)]
+    candidates, matrix = _ranked(generations, ranking, set(top) if fused else set())
     usage = sum((g.usage for g in generations), fusion.usage if fusion is not None else Usage())
     best = generations[ranking.best]
     return BlendResult(
@@ -136,7 +169,7 @@ def assemble_result(generations: list[Generation], ranking: RankResult, top: lis
         finish_reason=(fusion.finish_reason if fused else best.finish_reason) or "stop",
         fused=fused, fusion_skipped_reason=skipped, candidates=candidates,
         chosen=[generations[i].model for i in top] if fused else [], strategy=strategy,
-        errors=errors, timings=timings, usage=usage, skipped=list(skipped_models),
+        errors=errors, timings=timings, usage=usage, skipped=list(skipped_models), matrix=matrix,
         degraded=(["unranked"] if unranked else []) + (["unfused"] if fusion is not None and not fused else []))
 
 
@@ -278,6 +311,8 @@ class Blender:
             >>> s = blender.stream("Hi")
             >>> async for piece in s: print(piece, end="")
             >>> s.result.candidates   # provenance, once the stream is exhausted
+            >>> async for event in blender.stream("Hi").events():  # the ranking first, then the pieces
+            ...     print(event.candidates if isinstance(event, Progress) else event)
         """
         return BlendStream(self._stages(*self._prepare(prompt, options, sampling), streaming=True))
 
@@ -286,17 +321,23 @@ class Blender:
         opts = resolve_options(self.config, options, self.has_fuser)
         if sampling is not None:
             sampling = validated(SamplingParams, sampling, "sampling params")
+            structured.check_format(structured.requested(sampling))
         return messages, opts, sampling
 
     # ------------------------------------------------------------------ the stages, once
     async def _stages(self, messages: list[ChatMessage], opts: ResolvedOptions, sampling: Optional[SamplingParams],
-                      *, streaming: bool) -> AsyncIterator[Union[str, BlendResult]]:
-        """generate -> rank -> decide on fusion -> fuse -> assemble: yields the answer's text
-        pieces (one-shot: the whole answer at once), then the BlendResult."""
+                      *, streaming: bool) -> AsyncIterator[Union[Progress, str, BlendResult]]:
+        """generate -> rank -> decide on fusion -> fuse -> assemble: yields the Progress (ranked,
+        fusion decided), the answer's text pieces (one-shot: the whole answer at once), then the
+        BlendResult. ``blend`` keeps only the last; ``BlendStream`` passes on the rest."""
         t0 = time.perf_counter()
         await self.start()
+        fmt = structured.requested(sampling)
+        asked = structured.instructed(messages, fmt)  # the models (and the fuser) are told the format
         instruction, context = split_messages(messages)
-        generations, errors, skipped_models = await self.generate_candidates(messages, opts, sampling)
+        generations, errors, skipped_models = await self.generate_candidates(asked, opts, sampling)
+        if fmt is not None:  # only answers of the asked format are ranked
+            generations = structured.keep_valid(generations, fmt, errors)
         t_gen = time.perf_counter()
         ranking, ranker_error = await self._guarded_rank(ranker_source(instruction, context), generations, opts)
         t_rank = time.perf_counter()
@@ -304,14 +345,23 @@ class Blender:
         skipped = decide_fusion(opts, ranking, self.fuser is not None) if ranker_error is None else RANKER_FAILED
         if ranker_error is not None:
             errors["ranker"] = ranker_error
+        yield ranked_progress(generations, ranking, top, skipped, strategy=opts.strategy, errors=errors,
+                              timings={"generate_s": t_gen - t0, "rank_s": t_rank - t_gen},
+                              unranked=ranker_error is not None, skipped_models=skipped_models)
         fusion = None
         if skipped is None:
             fusion = FusionAttempt()
-            async for piece in self._fuse(instruction, context, [generations[i].text for i in top], sampling,
-                                          streaming, fusion):
-                yield piece
+            # A structured answer is checked whole before any of it is sent: its fusion is buffered.
+            async for piece in self._fuse(*split_messages(asked), [generations[i].text for i in top], sampling,
+                                          streaming and fmt is None, fusion):
+                if fmt is None:
+                    yield piece
+            if fmt is not None and fusion.error is None:
+                skipped = _check_fused(fusion, fmt)
+                if skipped is None:
+                    yield fusion.text
             if fusion.error is not None:
-                errors["fuser"], skipped = fusion.error, FUSER_FAILED
+                errors["fuser"], skipped = fusion.error, skipped or FUSER_FAILED
         if skipped is not None:
             yield generations[ranking.best].text
         t_end = time.perf_counter()
@@ -378,18 +428,40 @@ class Blender:
             out.error = "returned an empty answer"
 
 
-class BlendStream:
-    """Async iterator of the final answer's text pieces; ``result`` holds the BlendResult after the last piece."""
+def _check_fused(fusion: FusionAttempt, fmt) -> Optional[str]:
+    """Cut a fused answer to its JSON (None), or mark it failed and say why it gives way."""
+    text, why = structured.check_answer(fusion.text, fmt)
+    if why is not None:
+        fusion.error = f"the fused answer {why}"
+        return FUSED_INVALID
+    fusion.pieces = [text]
+    return None
 
-    def __init__(self, stages: AsyncIterator[Union[str, BlendResult]]):
+
+class BlendStream:
+    """Async iterator of the final answer's text pieces. ``progress`` holds the ranked candidates
+    and the fusion decision (a Progress) as soon as they are known, before the first piece;
+    ``result`` holds the BlendResult after the last piece. ``events()`` yields the Progress and the
+    pieces in the order they happen, for callers that show the ranking before the answer."""
+
+    def __init__(self, stages: AsyncIterator[Union[Progress, str, BlendResult]]):
         self._stages = stages
+        self.progress: Optional[Progress] = None
         self.result: Optional[BlendResult] = None
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def events(self) -> AsyncIterator[Union[Progress, str]]:
+        """The Progress (once), then the answer's text pieces; ``result`` is set when they end."""
         async for event in self._stages:
             if isinstance(event, BlendResult):
                 self.result = event
-            else:
+                continue
+            if isinstance(event, Progress):
+                self.progress = event
+            yield event
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for event in self.events():
+            if isinstance(event, str):
                 yield event
 
 

@@ -6,14 +6,16 @@ Results are frozen; numbers are plain Python floats/ints (no numpy or torch type
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from blender_serve.ordering import ranks_from_scores
 
 __all__ = [
     "ChatMessage",
+    "JSONSchemaFormat",
+    "ResponseFormat",
     "SamplingParams",
     "Usage",
     "Generation",
@@ -21,6 +23,7 @@ __all__ = [
     "Candidate",
     "BlendResult",
     "Provenance",
+    "Progress",
     "FusionOutput",
     "GenerationChunk",
 ]
@@ -36,6 +39,33 @@ class ChatMessage(BaseModel):
     content: str = Field(description="The text of the turn.")
 
 
+class JSONSchemaFormat(BaseModel):
+    """The ``json_schema`` part of OpenAI's ``response_format``: a named JSON Schema."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+    name: str = Field(description="The schema's name (OpenAI: a-z, A-Z, 0-9, '_' and '-', at most 64).",
+                      pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: Optional[str] = Field(None, description="What the answer is for; shown to the models.")
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema", description="The JSON Schema every answer must validate against.")
+    strict: Optional[bool] = Field(None, description="Accepted; answers are validated against the schema either way.")
+
+
+class ResponseFormat(BaseModel):
+    """The shape an answer must have (OpenAI's ``response_format``): free text, one JSON object, or
+    JSON valid against a schema. ``blender_serve.structured`` asks for it and checks it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["text", "json_object", "json_schema"] = Field(description="'text', 'json_object' or 'json_schema'.")
+    json_schema: Optional[JSONSchemaFormat] = Field(None, description="The schema, for type 'json_schema'.")
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> "ResponseFormat":
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("send json_schema={'name': ..., 'schema': {...}} with type 'json_schema', and only then")
+        return self
+
+
 class SamplingParams(BaseModel):
     """How a base model samples. ``None`` fields fall back to the generator's own defaults."""
 
@@ -46,6 +76,9 @@ class SamplingParams(BaseModel):
     top_k: Optional[int] = Field(None, ge=0, description="Top-k sampling; 0 or None disables.")
     seed: Optional[int] = Field(None, description="Seed for reproducible sampling, where supported.")
     stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
+    response_format: Optional[ResponseFormat] = Field(
+        None, description="The shape of the answer (JSON mode, a JSON schema): the models are asked for it (natively "
+        "where the backend can enforce it) and the ensemble keeps only answers that have it.")
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -148,7 +181,10 @@ class Candidate(BaseModel):
     rank: int = Field(description="1 = ranked best.")
     chosen: bool = Field(description="Whether it was among the top-K passed to the fuser.")
     usage: Usage = Field(default_factory=Usage)
+    finish_reason: Optional[str] = Field(None, description="'stop', 'length' or None if unknown.")
     latency_s: float = 0.0
+    time_to_first_token_s: Optional[float] = Field(None, description="Seconds from the call to the model's first "
+                                                   "piece of text, where the backend reports it (None if unknown).")
 
 
 class Provenance(BaseModel):
@@ -168,6 +204,32 @@ class Provenance(BaseModel):
         default_factory=list, description="How the answer fell short of the method: 'unranked' (the ranker failed; "
         "the first model's answer, scores all 0) or 'unfused' (the fuser failed; the top-ranked answer).")
     timings: dict[str, float] = Field(default_factory=dict, description="Stage -> seconds.")
+    matrix: Optional[list[list[float]]] = Field(None, description="The ranker's pairwise logits in the order of "
+                                                "`candidates`: matrix[i][j] > 0 means candidates[i] beat candidates[j]; "
+                                                "None when the strategy computed none (bubble) or one model answered.")
+
+
+class Progress(BaseModel):
+    """What the ensemble knows once it has ranked, before any of the answer: every candidate with its
+    score and rank, the pairwise matrix, what was dropped, and whether the fuser will write the
+    answer (from which models) or why not. A stream sends it before its first piece when asked
+    (``BlendStream.events``; over HTTP ``stream_options.include_provenance``). The final Provenance
+    completes it: the fuser may still fail or write an answer of the wrong format and give way."""
+
+    model_config = _FROZEN
+    stage: Literal["ranked"] = Field("ranked", description="The stage reached: every candidate ranked, the answer next.")
+    will_fuse: bool = Field(description="Whether the fuser is about to write the answer.")
+    fusion_skipped_reason: Optional[str] = Field(None, description="Why the fuser will not run, when it will not.")
+    candidates: list[Candidate] = Field(description="Every answer that came back, in rank order; 'chosen' marks "
+                                        "those the fuser will read.")
+    chosen: list[str] = Field(description="Models whose answers the fuser will read (empty when it will not run).")
+    strategy: str = Field(description="The ranking strategy used.")
+    errors: dict[str, str] = Field(default_factory=dict, description="Model (or 'ranker') -> why it was dropped.")
+    skipped: list[str] = Field(default_factory=list, description="Models not waited for (see Provenance.skipped).")
+    degraded: list[Literal["unranked", "unfused"]] = Field(default_factory=list, description="'unranked' when the "
+                                                           "ranker failed (see Provenance.degraded).")
+    timings: dict[str, float] = Field(default_factory=dict, description="Stage -> seconds, so far (generate_s, rank_s).")
+    matrix: Optional[list[list[float]]] = Field(None, description="As Provenance.matrix.")
 
 
 class BlendResult(Provenance):

@@ -1,7 +1,8 @@
 """One place that turns any failure into an OpenAI-style error body and an HTTP status.
 
-400 bad input, 404 unknown model, 504 deadline, 429 overloaded (with Retry-After), 503 not enough
-candidates / a component unavailable, 500 only for bugs.
+400 bad input (with ``param`` naming a field refused here), 404
+unknown model, 422 no answer had the requested ``response_format``, 504 deadline, 429 overloaded
+(with Retry-After), 503 not enough candidates / a component unavailable, 500 only for bugs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from blender_serve.errors import (
     GenerationError,
     InvalidInputError,
     NotEnoughCandidatesError,
+    NoValidAnswerError,
     OverloadedError,
     UnknownModelError,
+    UnsupportedParameterError,
 )
 
 from deployments.protocol import ErrorInfo, ErrorResponse
@@ -27,7 +30,7 @@ __all__ = ["error_status", "error_body", "refusal_body", "to_http_error"]
 
 logger = logging.getLogger("blender_serve.http")
 
-_TYPES = {400: "invalid_request_error", 404: "not_found_error", 408: "timeout_error", 429: "rate_limit_error",
+_TYPES = {400: "invalid_request_error", 404: "not_found_error", 422: "invalid_output_error", 408: "timeout_error", 429: "rate_limit_error",
           503: "service_unavailable", 504: "timeout_error", 500: "internal_error",
           401: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
           415: "invalid_request_error"}
@@ -58,6 +61,8 @@ def _overload_types() -> tuple[type, ...]:
 def error_status(exc: BaseException) -> int:
     if isinstance(exc, InvalidInputError):
         return 400
+    if isinstance(exc, NoValidAnswerError):
+        return 422
     if isinstance(exc, UnknownModelError):
         return 404
     if isinstance(exc, DeadlineExceededError):
@@ -83,4 +88,5 @@ def to_http_error(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str
     else:
         message = str(exc) if isinstance(exc, BlenderError) else f"{type(exc).__name__}: {exc}"
     errors = exc.errors if isinstance(exc, NotEnoughCandidatesError) else None
-    return status, error_body(status, message, errors=errors), headers
+    param = exc.param if isinstance(exc, UnsupportedParameterError) else None
+    return status, error_body(status, message, param=param, errors=errors), headers

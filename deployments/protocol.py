@@ -1,8 +1,11 @@
 """Request and response models of the HTTP API and the handle API (pydantic only, no FastAPI).
 
-OpenAI-compatible: ``ChatCompletionRequest`` / ``CompletionRequest`` accept what the official
-clients send; unknown top-level fields are rejected (as OpenAI does), and ensemble options go in
-the ``blender`` extension field (a ``BlendOptions``, strict). Responses are typed too
+OpenAI-compatible: ``ChatCompletionRequest`` / ``CompletionRequest`` / ``ResponsesRequest`` accept
+what the official clients send; fields that change nothing here are accepted and ignored (one list:
+``IGNORED_FIELDS``), fields the ensemble cannot honour are declared so that serving can refuse them
+with a 400 naming them (``NOT_ON_ENSEMBLE``, ``NOT_IN_RESPONSES``), any other unknown top-level
+field is rejected (as OpenAI does), and ensemble options go in the ``blender`` extension field (a
+``BlendOptions``, strict). Responses are typed too
 (``ChatCompletionResponse``, ``ChatCompletionChunk``, ``CompletionResponse``, ``ErrorResponse``...);
 the ensemble's answers carry the ``blender`` provenance object. Native routes: rank, compare, fuse.
 Building responses from results is ``deployments.serving``'s job; the routes are in ``router``.
@@ -12,12 +15,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from blender_serve.config import BlendOptions
-from blender_serve.types import ChatMessage, Provenance, RankResult, SamplingParams, Usage
+from blender_serve.types import ChatMessage, Progress, Provenance, RankResult, ResponseFormat, SamplingParams, Usage
 
 __all__ = [
     # requests
@@ -26,6 +29,10 @@ __all__ = [
     "UsageInfo", "ChatCompletionResponse", "ChatChoice", "AssistantMessage", "ChatCompletionChunk", "ChunkChoice",
     "DeltaMessage", "CompletionResponse", "CompletionChoice", "RankResponse", "CompareResponse", "FuseResponse",
     "ModelCard", "ModelList", "HealthResponse", "ErrorInfo", "ErrorResponse", "new_id",
+    # the Responses API
+    "ResponsesRequest", "ResponsesInputMessage", "ResponseObject", "OutputMessage", "OutputText", "ResponseUsage",
+    # what is ignored, what is refused
+    "IGNORED_FIELDS", "NOT_ON_ENSEMBLE", "NOT_IN_RESPONSES",
 ]
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / Infinity: 400 "should be a finite number"
@@ -80,14 +87,43 @@ class OpenAIMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    """What a stream carries besides the answer (OpenAI's ``stream_options``, plus one field of ours)."""
+
     model_config = ConfigDict(extra="ignore")
-    include_usage: bool = False
+    include_usage: bool = Field(False, description="A last chunk with no choices and the whole request's usage.")
+    include_provenance: bool = Field(False, description="Ensembles: once the candidates are ranked and before any "
+                                     "answer text, a chunk with no choices whose 'blender' object is the Progress "
+                                     "(candidates, scores, matrix, whether fusion will run).")
 
 
-class _SamplingFields(BaseModel):
-    """OpenAI sampling fields shared by chat and text completions."""
+class ResponsesStreamOptions(BaseModel):
+    """The Responses API's ``stream_options``: ``include_provenance`` as on chat; the rest is ignored."""
+
+    model_config = ConfigDict(extra="ignore")  # include_obfuscation: no obfuscation here
+    include_provenance: bool = Field(False, description="Ensembles: a 'response.blender.progress' event (the "
+                                     "Progress) once the candidates are ranked, before the first text delta.")
+
+
+class _IgnoredFields(BaseModel):
+    """The fields OpenAI clients send that change nothing here: accepted and ignored (this class is
+    the one list of them; ``IGNORED_FIELDS`` names them, the README repeats them)."""
 
     model_config = _STRICT
+    metadata: Optional[dict[str, Any]] = Field(None, description="Ignored: nothing is stored.")
+    store: Optional[bool] = Field(None, description="Ignored: nothing is stored (as with store=false).")
+    user: Optional[Text] = Field(None, description="Ignored (an end-user id for the provider's abuse monitoring).")
+    safety_identifier: Optional[Text] = Field(None, description="Ignored (OpenAI's successor of 'user').")
+    prompt_cache_key: Optional[Text] = Field(None, description="Ignored: there is no cross-request prompt cache to steer.")
+    service_tier: Optional[str] = Field(None, description="Ignored: one tier here.")
+    parallel_tool_calls: Optional[bool] = Field(None, description="Ignored: tools are refused (see 'tools').")
+
+
+IGNORED_FIELDS: tuple[str, ...] = tuple(_IgnoredFields.model_fields)
+
+
+class _SamplingFields(_IgnoredFields):
+    """OpenAI sampling fields shared by chat and text completions."""
+
     model: Text = Field(description="An ensemble name (e.g. 'blender') or one base model's name.")
     max_tokens: Optional[int] = Field(None, ge=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1)
@@ -95,10 +131,10 @@ class _SamplingFields(BaseModel):
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
     seed: Optional[int] = Field(None, ge=-2**63, lt=2**63, description="A 64-bit integer.")
     stop: Optional[Union[str, list[str]]] = None
-    n: int = Field(1, ge=1, le=1, description="Only n=1 is supported.")
+    n: int = Field(1, ge=1, le=64, description="Choices to return: the ensemble's answer, then the next-ranked distinct "
+                   "candidates (the ensemble only; not streamed).")
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
-    user: Optional[Text] = None
     # Accepted for client compatibility; the ensemble does not use them.
     presence_penalty: Optional[float] = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: Optional[float] = Field(None, ge=-2.0, le=2.0)
@@ -119,11 +155,47 @@ class _SamplingFields(BaseModel):
                               top_p=self.top_p, seed=self.seed, stop=self.stop)
 
 
+#: Chat fields this server refuses on the ensemble (400 naming the field) -> what to do instead.
+#: Base models are served as text chat only, so a base model refuses them too.
+NOT_ON_ENSEMBLE: dict[str, str] = {
+    "tools": "the ensemble ranks and fuses text answers and cannot call tools; for structured output send "
+             "response_format={'type': 'json_schema', ...}",
+    "tool_choice": "the ensemble cannot call tools; drop tool_choice, or use response_format for structured output",
+    "functions": "the ensemble cannot call functions; for structured output send response_format={'type': 'json_schema', ...}",
+    "function_call": "the ensemble cannot call functions; drop function_call, or use response_format for structured output",
+    "logprobs": "the answer is ranked and fused from several models, so no token log-probabilities describe it; "
+                "the candidates' scores and ranks are in the 'blender' provenance object",
+    "top_logprobs": "the answer is ranked and fused from several models, so no token log-probabilities describe it; "
+                    "the candidates' scores and ranks are in the 'blender' provenance object",
+}
+
+
+def _set(value) -> bool:
+    """Whether an optional client field asks for something (None, False, empty and 'none' ask nothing)."""
+    return value not in (None, False, "none") and value != [] and value != {}
+
+
 class ChatCompletionRequest(_SamplingFields):
     messages: list[OpenAIMessage] = Field(min_length=1)
+    response_format: Optional[ResponseFormat] = Field(
+        None, description="{'type': 'json_object'} or {'type': 'json_schema', 'json_schema': {...}}: only answers "
+        "of that shape are ranked, and the answer has it (or the request fails with 422).")
+    tools: Optional[list[dict[str, Any]]] = Field(None, description="Refused (400): see NOT_ON_ENSEMBLE.")
+    tool_choice: Optional[Union[str, dict[str, Any]]] = Field(None, description="Refused (400) unless 'none'.")
+    functions: Optional[list[dict[str, Any]]] = Field(None, description="Refused (400): see NOT_ON_ENSEMBLE.")
+    function_call: Optional[Union[str, dict[str, Any]]] = Field(None, description="Refused (400) unless 'none'.")
+    logprobs: Optional[bool] = Field(None, description="Refused (400) when true.")
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20, description="Refused (400): see NOT_ON_ENSEMBLE.")
 
     def core_messages(self) -> list[ChatMessage]:
         return [m.to_core() for m in self.messages]
+
+    def unsupported(self) -> list[str]:
+        """The fields of NOT_ON_ENSEMBLE this request sets."""
+        return [name for name in NOT_ON_ENSEMBLE if _set(getattr(self, name))]
+
+    def sampling(self) -> SamplingParams:
+        return super().sampling().model_copy(update={"response_format": self.response_format})
 
 
 class CompletionRequest(_SamplingFields):
@@ -140,6 +212,107 @@ class CompletionRequest(_SamplingFields):
 
     def core_messages(self) -> list[ChatMessage]:
         return [ChatMessage(role="user", content=self.prompt)]
+
+
+# -- the Responses API (text only) -------------------------------------------------------------
+
+class _InputText(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["input_text", "output_text", "text"]
+    text: Text
+
+
+class ResponsesInputMessage(BaseModel):
+    """One turn of a Responses API ``input`` list (an EasyInputMessage or a message item)."""
+
+    model_config = ConfigDict(extra="ignore")  # id, status, phase: not used here
+    type: Literal["message"] = "message"
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[Text, list[_InputText]]
+
+    def to_core(self) -> ChatMessage:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return ChatMessage(role="system" if self.role == "developer" else self.role, content=text)
+
+
+class ResponsesTextFormat(BaseModel):
+    """``text.format`` of the Responses API: the flat form of chat's ``response_format``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    name: Optional[str] = None
+    description: Optional[str] = None
+    schema_: Optional[dict[str, Any]] = Field(None, alias="schema")
+    strict: Optional[bool] = None
+
+    def as_response_format(self) -> ResponseFormat:
+        if self.type != "json_schema":
+            return ResponseFormat(type=self.type)
+        spec = {"name": self.name or "response", "description": self.description, "schema": self.schema_ or {},
+                "strict": self.strict}
+        return ResponseFormat(type="json_schema", json_schema=spec)
+
+
+class ResponsesText(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # verbosity: ignored
+    format: Optional[ResponsesTextFormat] = None
+
+
+#: Responses API fields refused with a 400 naming them (text in, text out is what is served).
+NOT_IN_RESPONSES: dict[str, str] = {
+    "tools": "tools are not supported; for structured output send text={'format': {'type': 'json_schema', ...}}",
+    "tool_choice": "tools are not supported; drop tool_choice",
+    "previous_response_id": "responses are not stored; send the whole conversation in 'input'",
+    "conversation": "conversations are not stored; send the whole conversation in 'input'",
+    "background": "background responses are not supported; send the request and wait, or stream it",
+    "reasoning": "reasoning options are not supported by these models; drop 'reasoning'",
+    "include": "no extra output data is available; drop 'include'",
+    "prompt": "stored prompt templates are not supported; send the text in 'input' and 'instructions'",
+    "top_logprobs": "the answer is ranked and fused from several models, so no token log-probabilities describe it",
+}
+
+
+class ResponsesRequest(_IgnoredFields):
+    """``POST /v1/responses`` for text: ``input`` (a string or messages), ``instructions``, sampling."""
+
+    model: Text = Field(description="An ensemble name (e.g. 'blender') or one base model's name.")
+    input: Union[Text, list[ResponsesInputMessage]] = Field(description="The question, or the conversation as messages.")
+    instructions: Optional[Text] = Field(None, description="A system message put before the input.")
+    max_output_tokens: Optional[int] = Field(None, ge=1)
+    temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    stream: bool = False
+    text: Optional[ResponsesText] = None
+    blender: Optional[BlendOptions] = Field(None, description="Ensemble options (models, top_k, strategy, fusion, deadline_s...).")
+    # accepted and ignored besides those of _IgnoredFields
+    truncation: Optional[Literal["auto", "disabled"]] = Field(None, description="Ignored: over-long input is refused (400).")
+    stream_options: Optional[ResponsesStreamOptions] = Field(None, description="include_provenance: see ResponsesStreamOptions.")
+    max_tool_calls: Optional[int] = Field(None, description="Ignored: tools are refused.")
+    # refused (NOT_IN_RESPONSES)
+    tools: Optional[list[dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    previous_response_id: Optional[str] = None
+    conversation: Optional[Union[str, dict[str, Any]]] = None
+    background: Optional[bool] = None
+    reasoning: Optional[dict[str, Any]] = None
+    include: Optional[list[str]] = None
+    prompt: Optional[dict[str, Any]] = None
+    top_logprobs: Optional[int] = None
+
+    def unsupported(self) -> list[str]:
+        """The fields of NOT_IN_RESPONSES this request sets ('auto' tool_choice with no tools asks nothing)."""
+        return [name for name in NOT_IN_RESPONSES
+                if _set(getattr(self, name)) and not (name == "tool_choice" and self.tool_choice == "auto")]
+
+    def core_messages(self) -> list[ChatMessage]:
+        turns = [ChatMessage(role="user", content=self.input)] if isinstance(self.input, str) else \
+            [m.to_core() for m in self.input]
+        return ([ChatMessage(role="system", content=self.instructions)] if self.instructions else []) + turns
+
+    def sampling(self) -> SamplingParams:
+        fmt = self.text.format.as_response_format() if self.text is not None and self.text.format is not None else None
+        return SamplingParams(max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
+                              response_format=fmt)
 
 
 class BlendRequest(BaseModel):
@@ -280,7 +453,9 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Optional[UsageInfo] = Field(None, exclude_if=_unset)
-    blender: Optional[Provenance] = Field(None, exclude_if=_unset, description="On the last content chunk of an ensemble answer.")
+    blender: Optional[Union[Provenance, Progress]] = Field(
+        None, exclude_if=_unset, description="On the last content chunk of an ensemble answer (the Provenance); with "
+        "stream_options.include_provenance also on a chunk with no choices before the answer (the Progress).")
 
 
 class CompletionChoice(BaseModel):
@@ -293,6 +468,59 @@ class CompletionChoice(BaseModel):
 class CompletionResponse(_Answer):
     object: Literal["text_completion"] = "text_completion"
     choices: list[CompletionChoice]
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class OutputMessage(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    status: Literal["in_progress", "completed", "incomplete"] = "completed"
+    content: list[OutputText] = Field(default_factory=list)
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: dict[str, int] = Field(default_factory=lambda: {"cached_tokens": 0})
+    output_tokens: int
+    output_tokens_details: dict[str, int] = Field(default_factory=lambda: {"reasoning_tokens": 0})
+    total_tokens: int
+
+    @classmethod
+    def of(cls, usage: Usage) -> "ResponseUsage":
+        return cls(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
+
+
+class ResponseObject(BaseModel):
+    """A Responses API ``response``: the answer as one output message; ensemble answers carry ``blender``."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int = Field(default_factory=lambda: int(time.time()))
+    status: Literal["in_progress", "completed", "incomplete", "failed"] = "completed"
+    model: str
+    output: list[OutputMessage] = Field(default_factory=list)
+    usage: Optional[ResponseUsage] = None
+    error: Optional[dict[str, Any]] = None
+    incomplete_details: Optional[dict[str, str]] = None
+    instructions: Optional[str] = None
+    max_output_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    parallel_tool_calls: bool = False
+    tool_choice: str = "none"
+    tools: list[Any] = Field(default_factory=list)
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    truncation: str = "disabled"
+    store: bool = False
+    blender: Optional[Provenance] = Field(None, exclude_if=_unset, description="The ensemble's provenance (ensemble answers only).")
 
 
 class ErrorInfo(BaseModel):

@@ -2,29 +2,36 @@
 
 ``BlenderServing`` holds one ``Blender`` (its components are deployment-handle adapters) and turns
 typed requests into typed responses: it enforces the request limits, picks the target (the
-ensemble, or one base model passed through the same adapter the ensemble uses), assembles chat and
-text completions, and the server-sent events of a streamed answer. Both the HTTP routes
-(``deployments.router``) and the handle API (``deployments.ingress``) call it.
+ensemble, or one base model passed through the same adapter the ensemble uses), refuses the fields
+its target cannot honour (a 400 naming the field), assembles chat and text completions (``n`` > 1:
+the next-ranked distinct candidates as further choices) and Responses API answers, and the
+server-sent events of a streamed answer (chat chunks, or the Responses API's typed events; with
+``stream_options.include_provenance``, the pipeline's ranked Progress before the answer). Both the
+HTTP routes (``deployments.router``) and the handle API (``deployments.ingress``) call it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import logging
 import time
 from typing import Any, AsyncIterator, Optional, Union
 
-from blender_serve.errors import InvalidInputError, UnknownModelError
+from blender_serve import structured
+from blender_serve.errors import InvalidInputError, UnknownModelError, UnsupportedParameterError
 from blender_serve.pipeline import Blender
-from blender_serve.types import BlendResult, ChatMessage, Provenance, SamplingParams, Usage
+from blender_serve.types import BlendResult, ChatMessage, Progress, Provenance, SamplingParams, Usage
 from deployments.access import AccessGuard, charge_tokens
 from deployments.config import AppArgs
 from deployments.errors import to_http_error
 from deployments.protocol import (
     AssistantMessage, BlendRequest, ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
     ChunkChoice, CompareRequest, CompareResponse, CompletionChoice, CompletionRequest, CompletionResponse,
-    DeltaMessage, FuseRequest, FuseResponse, HealthResponse, ModelCard, ModelList, RankRequest, RankResponse,
-    UsageInfo, new_id,
+    DeltaMessage, FuseRequest, FuseResponse, HealthResponse, ModelCard, ModelList, NOT_IN_RESPONSES, NOT_ON_ENSEMBLE,
+    OutputMessage, OutputText, RankRequest, RankResponse, ResponseObject, ResponsesRequest, ResponseUsage, UsageInfo,
+    new_id,
 )
 
 __all__ = ["BlenderServing", "sse_frame", "SSE_DONE"]
@@ -104,18 +111,22 @@ class BlenderServing:
                               fuser=self.blender.fuser is not None)
 
     async def chat(self, body: ChatCompletionRequest) -> Union[ChatCompletionResponse, AsyncIterator[str]]:
-        """A ChatCompletionResponse, or with ``stream`` the SSE frames of the answer."""
+        """A ChatCompletionResponse, or with ``stream`` the SSE frames of the answer. With ``n`` > 1
+        (the ensemble, not streamed) choice 0 is the answer and the others the next-ranked distinct
+        candidates: fewer than ``n`` when fewer distinct answers came back."""
         messages, sampling = body.core_messages(), body.sampling()
         target = self._checked_target(body, messages, sampling)
+        self._check_fields(body, target, sampling, NOT_ON_ENSEMBLE)
         rid = _response_id("chatcmpl")
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = self._pass_through_events(target, messages, sampling) if target else \
-                self._blend_events(messages, body.blender, sampling)
+                self._blend_events(messages, body.blender, sampling, _progress_asked(body))
             return await self._sse(rid, body.model, events, include_usage)
         text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, rid)
-        return ChatCompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance,
-                                      choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=finish)])
+        return ChatCompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance, choices=[
+            ChatChoice(index=i, message=AssistantMessage(content=t), finish_reason=f)
+            for i, (t, f) in enumerate(_choices(text, finish, provenance, body.n))])
 
     async def complete(self, body: CompletionRequest) -> CompletionResponse:
         """A text completion (not streamed)."""
@@ -123,10 +134,27 @@ class BlenderServing:
         target = self._checked_target(body, messages, sampling)
         if body.stream:
             raise InvalidInputError("stream=true is supported on /v1/chat/completions only")
+        self._check_fields(body, target, sampling, {})
         rid = _response_id("cmpl")
         text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, rid)
-        return CompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance,
-                                  choices=[CompletionChoice(text=text, finish_reason=finish)])
+        return CompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance, choices=[
+            CompletionChoice(index=i, text=t, finish_reason=f) for i, (t, f) in enumerate(_choices(text, finish, provenance, body.n))])
+
+    async def respond(self, body: ResponsesRequest) -> Union[ResponseObject, AsyncIterator[str]]:
+        """The Responses API (text): a ResponseObject, or with ``stream`` its SSE events."""
+        messages, sampling = body.core_messages(), body.sampling()
+        target = self._checked_target(body, messages, sampling)
+        self._check_fields(body, target, sampling, NOT_IN_RESPONSES)
+        fmt = sampling.response_format
+        base = {"id": _response_id("resp"), "model": body.model, "instructions": body.instructions,
+                "max_output_tokens": body.max_output_tokens, "temperature": body.temperature, "top_p": body.top_p,
+                "metadata": body.metadata or {}, "text": {"format": {"type": fmt.type if fmt is not None else "text"}}}
+        if body.stream:
+            events = self._pass_through_events(target, messages, sampling) if target else \
+                self._blend_events(messages, body.blender, sampling, _progress_asked(body))
+            return await self._response_sse(base, events)
+        text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, base["id"])
+        return _response_object(base, text, finish, usage, provenance)
 
     def _checked_target(self, body, messages: list[ChatMessage], sampling: SamplingParams) -> Optional[str]:
         self.check_limits(messages, sampling, body.blender)
@@ -135,10 +163,44 @@ class BlenderServing:
             raise InvalidInputError(f"the 'blender' options apply to ensembles only; drop them or use model {self.ensemble!r}")
         return target
 
+    def _check_fields(self, body, target: Optional[str], sampling: SamplingParams, refused: dict[str, str]) -> None:
+        """UnsupportedParameterError (400, naming the field) for what ``target`` cannot honour: a
+        field of ``refused`` (field -> what to do instead), ``n`` > 1 where it cannot be served; and
+        InvalidInputError for a response_format whose schema is not a JSON Schema."""
+        names = body.unsupported() if hasattr(body, "unsupported") else []
+        if names:
+            name = names[0]
+            if target is None:
+                where, instead = f"the ensemble {self.ensemble!r}", refused[name]
+            else:
+                where = f"base model {target!r} (backend {self._backends[target]!r})"
+                instead = f"this server passes text through to its base models, nothing else; call that model's own server for '{name}'"
+            raise UnsupportedParameterError(f"Unsupported parameter: '{name}' is not supported with {where}; {instead}",
+                                            param=name)
+        n = getattr(body, "n", 1)
+        if n > 1:
+            selected = len(body.blender.models) if body.blender is not None and body.blender.models else len(self.blender.generators)
+            if target is not None:
+                why = f"base model {target!r} answers one choice; send n=1, or model {self.ensemble!r} for its ranked candidates"
+            elif body.stream:
+                why = "a stream carries one choice; send n=1, or stream=false for the ranked candidates"
+            elif n > selected:
+                why = f"the ensemble has {selected} selected models, so at most {selected} choices; lower n"
+            else:
+                why = None
+            if why:
+                raise UnsupportedParameterError(f"Unsupported value: n={n}: {why}", param="n")
+        structured.check_format(structured.requested(sampling))
+
+    @property
+    def _backends(self) -> dict[str, str]:
+        return {g.name: g.backend for g in self.blender.config.generators}
+
     async def _answer(self, target: Optional[str], messages, options, sampling, rid: str
                       ) -> tuple[str, str, Usage, Optional[Provenance]]:
         """(text, finish reason, usage, provenance) from one base model or the ensemble."""
         if target is not None:
+            messages = structured.instructed(messages, structured.requested(sampling))
             gen = await self.blender.generators[target].generate(messages, sampling)
             charge_tokens(gen.usage.total_tokens)
             return gen.text, gen.finish_reason or "stop", gen.usage, None
@@ -167,6 +229,7 @@ class BlenderServing:
 
     # ------------------------------------------------------------------ streaming
     async def _pass_through_events(self, target: str, messages, sampling) -> AsyncIterator[Union[str, _End]]:
+        messages = structured.instructed(messages, structured.requested(sampling))
         finish, usage = None, None
         async for chunk in self.blender.generators[target].stream(messages, sampling):
             if chunk.text:
@@ -174,11 +237,14 @@ class BlenderServing:
             finish, usage = chunk.finish_reason or finish, chunk.usage or usage
         yield _End(finish or "stop", usage)
 
-    async def _blend_events(self, messages, options, sampling) -> AsyncIterator[Union[str, _End]]:
+    async def _blend_events(self, messages, options, sampling, progress: bool = False
+                            ) -> AsyncIterator[Union[str, Progress, _End]]:
+        """The answer's pieces, then its end; with ``progress`` the ranked candidates before them."""
         stream = self.blender.stream(messages, options, sampling)
         try:
-            async for piece in stream:
-                yield piece
+            async for event in stream.events():
+                if progress or not isinstance(event, Progress):
+                    yield event
         except Exception as exc:
             self._record_failure(exc)
             raise
@@ -186,9 +252,11 @@ class BlenderServing:
         self._record(result)
         yield _End(result.finish_reason, result.usage, result.provenance())
 
-    async def _sse(self, rid: str, model: str, events: AsyncIterator[Union[str, _End]],
+    async def _sse(self, rid: str, model: str, events: AsyncIterator[Union[str, Progress, _End]],
                    include_usage: bool) -> AsyncIterator[str]:
-        """The SSE frames of a streamed chat completion, ending with ``[DONE]``.
+        """The SSE frames of a streamed chat completion, ending with ``[DONE]``: the role, a Progress
+        as a chunk with no choices (when asked), the text deltas, the finish reason with the
+        provenance, the usage (when asked).
 
         The answer runs up to its first event here, so that bad input, unknown models and "too
         few candidates" still get their own status code rather than a half-open stream; a failure
@@ -210,11 +278,62 @@ class BlenderServing:
                         yield chunk(choices=[ChunkChoice(finish_reason=event.finish_reason)], blender=event.provenance)
                         if include_usage and event.usage is not None:
                             yield chunk(choices=[], usage=UsageInfo.of(event.usage))
+                    elif isinstance(event, Progress):
+                        yield chunk(choices=[], blender=event)
                     else:
                         yield chunk(choices=[ChunkChoice(delta=DeltaMessage(content=event))])
             except Exception as exc:  # the status is sent already: report in-band
                 yield sse_frame(to_http_error(exc)[1])
             yield SSE_DONE
+
+        return frames()
+
+    async def _response_sse(self, base: dict[str, Any], events: AsyncIterator[Union[str, Progress, _End]]
+                            ) -> AsyncIterator[str]:
+        """The SSE events of a streamed Responses API answer, as the official clients read them:
+        response.created, .in_progress, .output_item.added, .content_part.added, (when asked)
+        response.blender.progress with the Progress, .output_text.delta (one per piece),
+        .output_text.done, .content_part.done, .output_item.done, then .completed (or .incomplete
+        at the token limit; .failed after a failure mid-stream)."""
+        events = await _started(events)
+        msg_id = new_id("msg")
+        where = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+
+        async def frames() -> AsyncIterator[str]:
+            seq = itertools.count()
+
+            def frame(kind: str, **data) -> str:
+                return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': next(seq), **data})}\n\n"
+
+            started = ResponseObject(**base, status="in_progress").model_dump(mode="json")
+            yield frame("response.created", response=started)
+            yield frame("response.in_progress", response=started)
+            yield frame("response.output_item.added", output_index=0,
+                        item=OutputMessage(id=msg_id, status="in_progress").model_dump(mode="json"))
+            yield frame("response.content_part.added", **where, part=OutputText(text="").model_dump(mode="json"))
+            pieces, end = [], _End("stop", None)
+            try:
+                async for event in events:
+                    if isinstance(event, _End):
+                        end = event
+                        charge_tokens(event.usage.total_tokens if event.usage is not None else 0)
+                    elif isinstance(event, Progress):
+                        yield frame("response.blender.progress", blender=event.model_dump(mode="json"))
+                    else:
+                        pieces.append(event)
+                        yield frame("response.output_text.delta", **where, delta=event, logprobs=[])
+            except Exception as exc:  # the status is sent already: report in-band
+                error = to_http_error(exc)[1].error
+                failed = ResponseObject(**base, status="failed", error={"code": error.code, "message": error.message})
+                yield frame("response.failed", response=failed.model_dump(mode="json"))
+                return
+            text = "".join(pieces)
+            done = _response_object(base, text, end.finish_reason, end.usage or Usage(), end.provenance, msg_id)
+            yield frame("response.output_text.done", **where, text=text, logprobs=[])
+            yield frame("response.content_part.done", **where, part=OutputText(text=text).model_dump(mode="json"))
+            yield frame("response.output_item.done", output_index=0, item=done.output[0].model_dump(mode="json"))
+            yield frame("response.completed" if done.status == "completed" else "response.incomplete",
+                        response=done.model_dump(mode="json"))
 
         return frames()
 
@@ -253,6 +372,11 @@ class BlenderServing:
         return self.blender.fuser
 
 
+def _progress_asked(body) -> bool:
+    """Whether a streamed request asked for the Progress event (``stream_options.include_provenance``)."""
+    return bool(body.stream_options is not None and body.stream_options.include_provenance)
+
+
 async def _started(stream: AsyncIterator) -> AsyncIterator:
     """``stream`` run up to its first item here, then the same items from the start: a failure
     before anything was produced (bad input, an unknown model, too few candidates) is raised to
@@ -278,6 +402,27 @@ async def _charged_pieces(chunks: AsyncIterator) -> AsyncIterator[str]:
             yield chunk.text
         if chunk.usage is not None:
             charge_tokens(chunk.usage.total_tokens)
+
+
+def _choices(text: str, finish: str, provenance: Optional[Provenance], n: int) -> list[tuple[str, str]]:
+    """(text, finish reason) of up to ``n`` choices: the answer, then the next-ranked candidates
+    whose text differs from every choice before them."""
+    choices = [(text, finish)]
+    for c in provenance.candidates if provenance is not None and n > 1 else []:
+        if len(choices) >= n:
+            break
+        if all(c.text != t for t, _ in choices):
+            choices.append((c.text, c.finish_reason or "stop"))
+    return choices
+
+
+def _response_object(base: dict[str, Any], text: str, finish: str, usage: Usage, provenance: Optional[Provenance],
+                     msg_id: Optional[str] = None) -> ResponseObject:
+    """A finished Responses API answer: 'incomplete' when the token budget ran out."""
+    status = "incomplete" if finish == "length" else "completed"
+    message = OutputMessage(id=msg_id or new_id("msg"), status=status, content=[OutputText(text=text)])
+    return ResponseObject(**base, status=status, output=[message], usage=ResponseUsage.of(usage), blender=provenance,
+                          incomplete_details={"reason": "max_output_tokens"} if status == "incomplete" else None)
 
 
 def _fuse_overrides(req: FuseRequest) -> dict[str, Any]:

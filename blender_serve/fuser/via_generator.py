@@ -117,7 +117,8 @@ class GeneratorFuser(Fuser):
         params: dict[str, Any] = {
             "max_tokens": min(s.max_tokens, self.max_new_tokens) if s.max_tokens else self.max_new_tokens,
             "temperature": 0.0 if s.temperature is None else s.temperature,
-            "top_p": s.top_p, "top_k": s.top_k, "seed": s.seed, "stop": list(s.stop) or None}
+            "top_p": s.top_p, "top_k": s.top_k, "seed": s.seed, "stop": list(s.stop) or None,
+            "response_format": s.response_format}  # a backend that enforces JSON natively does so for the fusion too
         if "max_new_tokens" in overrides:
             params["max_tokens"] = overrides.pop("max_new_tokens")
         params.update(overrides)

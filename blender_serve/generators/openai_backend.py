@@ -130,6 +130,8 @@ class OpenAIGenerator(Generator):
             body["top_k"] = params.top_k
         if params.stop:
             body["stop"] = list(params.stop)
+        if params.response_format is not None:  # the server enforces JSON mode / the schema itself
+            body["response_format"] = params.response_format.model_dump(exclude_none=True)
         if stream:
             body.update(stream=True, stream_options={"include_usage": True})
         body.update(self.options.extra_body)

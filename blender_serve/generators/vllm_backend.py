@@ -152,12 +152,24 @@ class VLLMGenerator(Generator):
         for key in ("temperature", "top_p", "top_k", "seed"):
             if getattr(params, key) is not None:
                 kwargs[key] = getattr(params, key)
+        fmt = params.response_format
+        if fmt is not None and fmt.type != "text":
+            kwargs["structured_outputs"] = _structured_outputs(fmt)
         return VSamplingParams(
             **kwargs,
             max_tokens=params.max_tokens or self.options.max_new_tokens,
             stop=list(params.stop) or None,
             output_kind=RequestOutputKind.DELTA,
         )
+
+
+def _structured_outputs(fmt):
+    """vLLM's guided decoding for a response_format: the engine can only write JSON (of the schema)."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if fmt.type == "json_schema":
+        return StructuredOutputsParams(json=fmt.json_schema.schema_)
+    return StructuredOutputsParams(json_object=True)
 
 
 def _resolve(model: str) -> str:

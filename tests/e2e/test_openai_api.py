@@ -48,6 +48,35 @@ def test_chat_completion_streams_sse_chunks_that_add_up_to_the_one_shot_answer(c
     assert ranked == [(c["model"], c["score"], c["rank"]) for c in one_shot.model_extra["blender"]["candidates"]]
 
 
+def test_the_progress_chunk_comes_before_the_answer_with_the_final_candidates(client):
+    request = {"model": "blender", "messages": [{"role": "user", "content": "Name a colour"}], "stream": True,
+               "stream_options": {"include_usage": True, "include_provenance": True},
+               "extra_body": {"blender": {"models": ["alpha", "beta", "broken"]}}}
+    chunks = list(client.chat.completions.create(**request))
+    progress = [i for i, c in enumerate(chunks) if not c.choices and (c.model_extra or {}).get("blender")]
+    first_text = next(i for i, c in enumerate(chunks) if c.choices and c.choices[0].delta.content)
+    assert len(progress) == 1 and progress[0] < first_text
+    ranked = chunks[progress[0]].model_extra["blender"]
+    final = next(c.model_extra["blender"] for c in chunks if c.choices and c.choices[0].finish_reason)
+    assert ranked["stage"] == "ranked" and ranked["will_fuse"] is True and ranked["chosen"] == final["chosen"]
+    assert ranked["candidates"] == final["candidates"] and ranked["matrix"] == final["matrix"]
+    assert "simulated outage" in ranked["errors"]["broken"] and set(ranked["timings"]) == {"generate_s", "rank_s"}
+    assert all(c["time_to_first_token_s"] is not None for c in final["candidates"])
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and not chunks[-1].model_extra.get("blender")
+
+
+def test_without_the_knob_the_stream_has_no_progress_chunk(client):
+    request = {"model": "blender", "messages": [{"role": "user", "content": "Name a colour"}], "stream": True,
+               "extra_body": {"blender": {"models": ["alpha", "beta"]}}}
+    plain = list(client.chat.completions.create(**request))
+    assert all(c.choices for c in plain)
+    with_usage = list(client.chat.completions.create(**request, stream_options={"include_usage": True}))
+    assert [i for i, c in enumerate(with_usage) if not c.choices] == [len(with_usage) - 1]
+    for chunks in (plain, with_usage):
+        carrying = [c.model_extra["blender"] for c in chunks if (c.model_extra or {}).get("blender")]
+        assert len(carrying) == 1 and "stage" not in carrying[0] and carrying[0]["fused"] is True
+
+
 def test_single_model_pass_through(client):
     resp = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "ping"}])
     assert resp.choices[0].message.content == "alpha says: ping"
