@@ -4,8 +4,9 @@ Plain classes with no FastAPI; ``deployments.router`` installs ``AccessMiddlewar
 - ``KeyRing``: the accepted keys, matched in constant time against every key;
 - ``TokenBucket``: a budget refilled continuously over a period (clock injectable for tests);
 - ``AccessGuard``: one ingress replica's policy (``Access`` and ``Limits`` of the app's args):
-  ``admit(path, headers)`` lets a request in or raises ``Refused`` (401 no or wrong key, 429 over a
-  rate limit, with ``Retry-After``);
+  ``admit(path, headers, method)`` lets a request in or raises ``Refused`` (401 no or wrong key, 429
+  over a rate limit, with ``Retry-After``); the playground's static files (GET/HEAD under /ui) are
+  open, since they hold no data and the page sends its user's key on every API call;
 - ``AccessMiddleware``: the ASGI hook that runs before any routing or body parsing: it asks the
   guard, caps the body (413, with or without Content-Length), rejects JSON nested deeper than the
   limit (400), then replays the body to the app. While the request runs, the serving code charges
@@ -33,7 +34,7 @@ from deployments.errors import error_body, refusal_body
 from deployments.protocol import ErrorResponse
 
 __all__ = ["AccessGuard", "AccessMiddleware", "KeyRing", "Pass", "Refused", "TokenBucket", "charge_tokens",
-           "json_depth", "presented_key"]
+           "is_page", "json_depth", "presented_key"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -171,10 +172,11 @@ class AccessGuard:
                            access.api_keys_env)
         return guard
 
-    def admit(self, path: str, headers: Mapping[str, str]) -> Optional[Pass]:
-        """A Pass for a request to ``path`` with these headers; None when no key is needed (no keys
-        configured, or an open /health). Raises Refused: 401 without a valid key, 429 over a budget."""
-        if not self.keys or (path == "/health" and self.access.open_health):
+    def admit(self, path: str, headers: Mapping[str, str], method: Optional[str] = None) -> Optional[Pass]:
+        """A Pass for a ``method`` request to ``path`` with these headers; None when no key is needed
+        (no keys configured, an open /health, or the playground's static files). Raises Refused:
+        401 without a valid key, 429 over a budget."""
+        if not self.keys or (path == "/health" and self.access.open_health) or is_page(path, method):
             return None
         presented = presented_key(headers)
         key = self.keys.identify(presented)
@@ -211,6 +213,13 @@ class AccessGuard:
         if key not in buckets:
             buckets[key] = TokenBucket(per_minute, 60.0, self._clock)
         return buckets[key]
+
+
+def is_page(path: str, method: Optional[str]) -> bool:
+    """Whether this is a read of the playground's static files (/ui, /ui/...): open to anyone, as
+    they hold no data; every API call the page makes carries the key its user typed in."""
+    return (method in ("GET", "HEAD") and (path == "/ui" or path.startswith("/ui/"))
+            and ".." not in path.split("/"))
 
 
 # -- charging the answer's tokens ---------------------------------------------------------------
@@ -297,7 +306,7 @@ class AccessMiddleware:
             return
         guard = self.guard()
         try:
-            ticket = guard.admit(_route_path(scope), _Headers(scope))
+            ticket = guard.admit(_route_path(scope), _Headers(scope), scope.get("method"))
             body = await _read_body(scope, receive, guard.limits.max_body_bytes)
             if body is None:
                 return

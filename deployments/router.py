@@ -7,15 +7,19 @@ frames it produced. Every error leaves as an OpenAI-style body with the status
 the serving object comes from the replica it runs in, so the routes can also be driven without Ray
 by overriding ``current_serving``. Before any route runs, ``deployments.access.AccessMiddleware``
 applies the serving object's access policy (API keys, rate limits, body size and depth).
+The playground page (``deployments/ui``, static files over these routes) is mounted at ``/ui``; reading
+it needs no API key (``deployments.access.is_page``), its API calls do.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import AsyncIterator, Union
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -25,6 +29,7 @@ from deployments.errors import error_body, to_http_error
 from deployments.protocol import (
     ChatCompletionRequest, ChatCompletionResponse, CompareRequest, CompareResponse, CompletionRequest,
     CompletionResponse, FuseRequest, FuseResponse, HealthResponse, ModelList, RankRequest, RankResponse,
+    ResponseObject, ResponsesRequest,
 )
 from deployments.serving import BlenderServing
 
@@ -111,6 +116,11 @@ async def completions(body: CompletionRequest, serving: BlenderServing = Serving
     return await serving.complete(body)
 
 
+@app.post("/v1/responses", response_model=ResponseObject)
+async def responses(body: ResponsesRequest, serving: BlenderServing = Serving):
+    return _respond(await serving.respond(body), "text/event-stream")
+
+
 # -- native routes -----------------------------------------------------------------------------
 
 @app.post("/v1/rank", response_model=RankResponse)
@@ -131,3 +141,8 @@ async def fuse(body: FuseRequest, serving: BlenderServing = Serving):
 @app.get("/health", response_model=HealthResponse)
 async def health(serving: BlenderServing = Serving) -> HealthResponse:
     return serving.health()
+
+
+# -- the playground page (static files over the public API above; /ui redirects to /ui/) ---------
+
+app.mount("/ui", StaticFiles(directory=Path(__file__).with_name("ui"), html=True), name="ui")

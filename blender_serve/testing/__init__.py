@@ -5,6 +5,7 @@
 - :mod:`blender_serve.testing.reference`: the reference implementation (llm-blender 0.0.2),
   importable on transformers 5, as a test oracle.
 - :mod:`blender_serve.testing.apps`: application args of a small served ensemble and a free port.
+- :mod:`blender_serve.testing.browser`: the playground page (/ui) driven in headless chromium.
 """
 
-__all__ = ["apps", "reference", "tiny_models"]
+__all__ = ["apps", "browser", "reference", "tiny_models"]

@@ -89,6 +89,15 @@ def test_the_openai_client_sends_its_api_key(guarded):
         client.models.list()
 
 
+def test_the_playground_page_loads_without_a_key_and_its_api_still_needs_one(guarded):
+    page = httpx.get(f"{guarded}/ui", follow_redirects=True, timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and 'id="api_key"' in page.text
+    assert httpx.get(f"{guarded}/ui/app.js", timeout=10).status_code == 200
+    assert _call(guarded, "POST", "/ui/", {}).status_code == 401  # only reads of the page are open
+    r = _call(guarded, "GET", "/v1/models")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
 def test_health_is_open_by_default(guarded):
     r = httpx.get(f"{guarded}/health", timeout=10)
     assert r.status_code == 200 and r.json()["status"] == "ok"

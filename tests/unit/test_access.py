@@ -253,3 +253,29 @@ def test_streams_pass_through_and_tokens_are_charged(serve_with):
     assert r.status_code == 429 and int(r.headers["retry-after"]) > 1 and r.json()["error"]["type"] == "rate_limit_error"
     clock.t += 600
     assert client.get("/v1/models", headers=auth).status_code == 200
+
+
+def test_the_playground_page_is_open_but_its_api_calls_need_the_key(serve_with):
+    client = serve_with(_serving(api_keys=[KEY], open_health=False))
+    assert client.get("/ui", follow_redirects=False).status_code in (307, 308)
+    for path in ("/ui/", "/ui/app.js", "/ui/style.css"):
+        r = client.get(path)
+        assert r.status_code == 200, (path, r.text)
+    assert client.head("/ui/").status_code == 200
+    assert client.get("/ui/missing.js").status_code == 404  # past the door, and nothing there
+    assert client.post("/ui/", json={}).status_code == 401  # only reads are open
+    assert client.get("/v1/models").status_code == 401 and client.get("/uix").status_code == 401
+    assert client.get("/v1/models", headers={"authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+@pytest.mark.parametrize("path, method, open_", [
+    ("/ui", "GET", True), ("/ui/", "HEAD", True), ("/ui/app.js", "GET", True), ("/ui/", "POST", False),
+    ("/ui/", None, False), ("/uix", "GET", False), ("/ui/../v1/models", "GET", False), ("/v1/ui/", "GET", False)])
+def test_which_requests_read_the_page(path, method, open_):
+    assert access_mod.is_page(path, method) is open_
+    guard = AccessGuard(Access(api_keys=[KEY]))
+    if open_:
+        assert guard.admit(path, {}, method) is None
+    else:
+        with pytest.raises(Refused):
+            guard.admit(path, {}, method)
