@@ -128,7 +128,7 @@ def _cmd_train(a) -> int:
               "resume": not a.no_resume, "signal": a.signal,
               "source_maxlength": a.source_maxlength, "candidate_maxlength": a.candidate_maxlength}
     config = TrainConfig(**{k: v for k, v in fields.items() if v is not None and k in TrainConfig.model_fields})
-    report = train_ranker(config, train, val, log=lambda line: print(line, file=sys.stderr))
+    report = train_ranker(config, train, val, log=lambda line: print(line, file=sys.stderr), progress=not a.no_progress)
     _json_out(report.to_dict() if hasattr(report, "to_dict") else report)
     return 0
 
@@ -164,6 +164,7 @@ def _cmd_build_local(a) -> int:
         print(f"unknown local model {a.name!r}; known: {', '.join(LOCAL_MODELS)}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    print(f"{a.name}: building it if it is not cached yet...", file=sys.stderr)
     path = LOCAL_MODELS[a.name]()
     print(f"{a.name}: {path} ({time.perf_counter() - t0:.1f}s)")
     return 0
@@ -230,6 +231,7 @@ def add_offline_commands(sub) -> None:
     t.add_argument("--max-steps", type=int)
     t.add_argument("--no-resume", action="store_true")
     t.add_argument("--skip-bad", action="store_true")
+    t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("data", help="check or convert MixInstruct-format data")

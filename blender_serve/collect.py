@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +151,7 @@ async def collect(config: BlenderConfig, tasks: str | Path, out: str | Path, *, 
             records_in_flight.release()
             bar.update(1)
 
-    from tqdm.auto import tqdm
+    from blender_serve.progress import progress_bar
 
     total = _count(tasks, limit)
     await asyncio.gather(*(g.start() for g in generators))
@@ -165,8 +164,7 @@ async def collect(config: BlenderConfig, tasks: str | Path, out: str | Path, *, 
             crashed.append(task.exception())
 
     try:
-        with RecordWriter(out) as writer, tqdm(total=total, desc="collect", unit="rec", file=sys.stderr,
-                                               disable=not progress) as bar:
+        with RecordWriter(out) as writer, progress_bar(total, "collect", unit="rec", enabled=progress) as bar:
             for k, record in enumerate(iter_records(tasks, skip_bad=skip_bad, stats=stats)):
                 if limit is not None and k >= limit:
                     break

@@ -3,7 +3,7 @@
 A call to a deployment with no running replica waits in Serve's queue until one appears: when a
 node hosting a base model leaves, every request would wait out its full ``deadline_s`` (30 s in
 the production config) before being answered without that model. ``DeploymentWatch`` reads
-what ``serve.status()`` reports (fetched cheaply: see ``_serve_status``) every ``period_s`` in the
+what ``serve.status()`` reports (fetched cheaply: see ``serve_status``) every ``period_s`` in the
 background; a deployment Serve reports UNHEALTHY with no RUNNING replica is *down*, and the handle
 adapters skip it at once (ComponentUnavailableError: the model is dropped, the ranker or fuser
 falls back). A deployment scaled to zero, or still starting, is never down: its requests wait for
@@ -19,7 +19,7 @@ import time
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
-__all__ = ["DeploymentWatch"]
+__all__ = ["DeploymentWatch", "serve_status", "status_from_details"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -44,7 +44,7 @@ class DeploymentWatch:
 
     def refresh(self) -> None:
         """Read Serve's status once (blocking: a call to the controller)."""
-        status = (self._status or _serve_status)()
+        status = (self._status or serve_status)()
         app = status.applications.get(self.app or _app_name())
         if app is None:
             return
@@ -66,8 +66,8 @@ class DeploymentWatch:
             await asyncio.sleep(min(self.period_s, 0.5) if self._down else self.period_s)
 
 
-def _serve_status():
-    """What ``serve.status()`` says of each deployment (status, replicas per state), read cheaply.
+def serve_status():
+    """What ``serve.status()`` says of each application and deployment, read cheaply.
 
     ``serve.status()`` validates the controller's whole details dict into pydantic models, every
     deployment's config included (it pickles each request-router class): about 120 ms of CPU per
@@ -75,6 +75,13 @@ def _serve_status():
     every look delayed the requests in flight. The same dict, read as is, costs about 2 ms. Its
     shape is Serve's public ServeInstanceDetails schema; the client that fetches it is not public,
     so without it this falls back to ``serve.status()``.
+
+    Returns:
+        an object shaped like ``serve.status()``: ``applications[name]`` has ``status`` and
+        ``message``, and ``deployments[name]`` with ``status``, ``message`` and ``replica_states``
+        (replicas per state); read from the details dict, a deployment also has
+        ``target_num_replicas`` and ``starting_since`` (wall-clock start of its oldest STARTING
+        replica, or None).
     """
     from ray import serve
 
@@ -84,17 +91,34 @@ def _serve_status():
         details = _get_global_client().get_serve_details()
     except (ImportError, AttributeError):
         return serve.status()
+    return status_from_details(details)
+
+
+def status_from_details(details: dict) -> SimpleNamespace:
+    """``serve_status``'s answer, from a ServeInstanceDetails dict as the controller returns it."""
     return SimpleNamespace(applications={
-        name: SimpleNamespace(deployments={
-            dep_name: SimpleNamespace(status=dep.get("status"), replica_states=_count_states(dep.get("replicas") or []))
-            for dep_name, dep in (app.get("deployments") or {}).items()})
+        name: SimpleNamespace(
+            status=_value(app.get("status")), message=app.get("message") or "",
+            deployments={dep_name: _deployment(dep) for dep_name, dep in (app.get("deployments") or {}).items()})
         for name, app in (details.get("applications") or {}).items()})
+
+
+def _deployment(dep: dict) -> SimpleNamespace:
+    replicas = dep.get("replicas") or []
+    starts = [r.get("start_time_s") for r in replicas if _value(r.get("state")) == "STARTING" and r.get("start_time_s")]
+    return SimpleNamespace(status=_value(dep.get("status")), message=dep.get("message") or "",
+                           replica_states=_count_states(replicas), target_num_replicas=dep.get("target_num_replicas"),
+                           starting_since=min(starts) if starts else None)
+
+
+def _value(state: Any) -> str:
+    return str(getattr(state, "value", state))
 
 
 def _count_states(replicas: list[dict]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for replica in replicas:
-        state = str(getattr(replica.get("state"), "value", replica.get("state")))
+        state = _value(replica.get("state"))
         counts[state] = counts.get(state, 0) + 1
     return counts
 

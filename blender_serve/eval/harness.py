@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -70,9 +69,9 @@ class EvalSetup:
 
 
 def _bar(setup: EvalSetup, total: int, desc: str):
-    from tqdm.auto import tqdm
+    from blender_serve.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="rec", file=sys.stderr, disable=not setup.progress)
+    return progress_bar(total, desc, unit="rec", enabled=setup.progress)
 
 
 # ------------------------------------------------------------------------------------ loading

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from blender_serve.devices import resolve_device
 from blender_serve.errors import InvalidInputError
+from blender_serve.progress import progress_bar
 from blender_serve.ranker.encoding import PairEncoder
 from blender_serve.ranker.pairs import TrainExample, TrainPair, check_examples, sample_epoch_pairs, signal_pairs
 from blender_serve.ranker.train_config import (
@@ -202,7 +203,6 @@ class RankerTrainer:
         """Train, validate, checkpoint; returns the report (also written to output_dir/train_report.json)."""
         import torch
         from torch.utils.data import DataLoader
-        from tqdm import tqdm
 
         t_run = time.perf_counter()
         c, out = self.config, Path(self.config.output_dir)
@@ -228,8 +228,7 @@ class RankerTrainer:
         final_val = history[-1].val if history else initial_val
         stopped = bool(c.max_steps and global_step >= c.max_steps)
         show = self.progress if self.progress is not None else sys.stderr.isatty()
-        bar = tqdm(total=total, initial=min(global_step, total), desc="train-ranker", unit="step", file=sys.stderr,
-                   disable=not show, dynamic_ncols=True)
+        bar = progress_bar(total, "train-ranker", unit="step", initial=min(global_step, total), enabled=show)
         for epoch in range((resumed_from or 0) + 1, c.epochs + 1):
             if stopped:
                 break

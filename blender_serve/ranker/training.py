@@ -40,7 +40,8 @@ def train_ranker(config: TrainConfig | dict, train: Sequence[TrainExample], val:
         train: scored records to train on; records without two differently scored candidates are skipped.
         val: scored records to validate on (pairwise accuracy; top-1 score next to oracle and random).
         log: called with one line per epoch (default: this package's logger, at INFO).
-        progress: show a tqdm bar on stderr; None: only when stderr is a terminal.
+        progress: show progress on stderr (a tqdm bar on a terminal, else a plain line every 10 s:
+            ``blender_serve.progress``); None: only when stderr is a terminal.
     Returns:
         a TrainReport (also in ``output_dir/train_report.json``); its ``final_checkpoint`` loads with
         ``PairRanker.from_pretrained``.
