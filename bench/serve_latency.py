@@ -64,13 +64,18 @@ CONFIG_APPS = {"cpu": "cpu.yaml", "cpu-llama-cpp": "cpu-llama-cpp.yaml"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--app", default="scripted", help=f"comma-separated, of {', '.join([*CONFIG_APPS, 'scripted'])}")
+    parser.add_argument("--app", default="scripted",
+                        help=f"comma-separated, of {', '.join([*CONFIG_APPS, 'scripted'])} or Serve config files (*.yaml)")
     parser.add_argument("--requests", type=int, default=None, help="requests per interface (default: 3 cpu apps, 30 scripted)")
     args = parser.parse_args()
-    apps = args.app.split(",")
-    for app in apps:
-        if app not in CONFIG_APPS and app != "scripted":
-            raise SystemExit(f"unknown app {app!r}; use {', '.join([*CONFIG_APPS, 'scripted'])}")
+    apps, files = [], dict(CONFIG_APPS)
+    for app in args.app.split(","):
+        if app.endswith(".yaml"):  # any Serve config file: its stem names the app
+            files[Path(app).stem] = str(Path(app).resolve())
+            app = Path(app).stem
+        elif app not in CONFIG_APPS and app != "scripted":
+            raise SystemExit(f"unknown app {app!r}; use {', '.join([*CONFIG_APPS, 'scripted'])} or a config file")
+        apps.append(app)
     n = args.requests or (30 if apps == ["scripted"] else 3)
 
     import openai
@@ -90,8 +95,8 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     start_s, memory, clients, handles = {}, {}, {}, {}
     for app in apps:
-        app_args = (yaml.safe_load((ROOT / "configs" / CONFIG_APPS[app]).read_text())["applications"][0]["args"]
-                    if app in CONFIG_APPS else scripted_args(tmp))
+        app_args = (yaml.safe_load((ROOT / "configs" / files[app]).read_text())["applications"][0]["args"]
+                    if app in files else scripted_args(tmp))
         serve.run(build_app(app_args), name=app, route_prefix=f"/{app}")
         start_s[app] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -99,11 +104,12 @@ def main() -> None:
         clients[app] = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/{app}/v1", api_key="unused", max_retries=0, timeout=900)
         handles[app] = serve.get_app_handle(app)
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    first = {}
+    first, first_stages = {}, {}
     for app in apps:
         t = time.perf_counter()
-        clients[app].chat.completions.create(model="blender", messages=question)
+        resp = clients[app].chat.completions.create(model="blender", messages=question)
         first[app] = time.perf_counter() - t
+        first_stages[app] = resp.model_extra["blender"]["timings"]
     http_s = {a: [] for a in apps}
     handle_s = {a: [] for a in apps}
     stages = {a: [] for a in apps}
@@ -121,11 +127,12 @@ def main() -> None:
     (ROOT / "bench_results").mkdir(exist_ok=True)
     for app in apps:
         stage_p50 = {k: p50([s[k] for s in stages[app] if k in s]) for k in stages[app][0]} if stages[app] else {}
-        out = {"app": app, "requests": n, "start_s": start_s[app], "memory": memory[app], "first_answer_s": first[app],
+        out = {"app": app, "requests": n, "start_s": start_s[app], "memory": memory[app], "first_answer_s": first[app], "first_answer_stages_s": first_stages[app],
                "http_p50_s": p50(http_s[app]), "handle_p50_s": p50(handle_s[app]), "stage_p50_s": stage_p50,
                "http_s": http_s[app], "handle_s": handle_s[app], "side_by_side_with": [a for a in apps if a != app]}
         print(f"app={app}: ready {start_s[app]:.1f}s; {memory[app]['replicas']} replicas, "
-              f"USS {memory[app]['uss_mb']:.0f} MB (RSS {memory[app]['rss_mb']:.0f} MB); first answer {first[app]:.2f}s; "
+              f"USS {memory[app]['uss_mb']:.0f} MB (RSS {memory[app]['rss_mb']:.0f} MB); first answer {first[app]:.2f}s ("
+              + ", ".join(f"{k} {v:.2f}s" for k, v in first_stages[app].items()) + "); "
               f"p50 over {n} requests: HTTP {out['http_p50_s']:.3f}s, handle {out['handle_p50_s']:.3f}s; "
               f"stages p50: " + ", ".join(f"{k} {v:.2f}s" for k, v in stage_p50.items()))
         (ROOT / "bench_results" / f"serve_latency_{app}.json").write_text(json.dumps(out, indent=2))

@@ -115,6 +115,10 @@ class LlamaCppGenerator(Generator):
         if template:
             vocab = llama._model  # noqa: SLF001 - the token texts live on the model wrapper only
             self._template = GGUFChatTemplate(template, _token_text(llama, vocab.token_bos()), _token_text(llama, vocab.token_eos()))
+        # One token through the model before the first request: it pages the mmap'd weights in
+        # (about 2 s of a served first answer here otherwise) and allocates the compute buffers.
+        llama.eval(llama.tokenize(b"Hello", add_bos=False, special=False)[:1])
+        llama.reset()
         eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
         self._eog = (lambda t: bool(eog(llama._model.vocab, t))) if eog else (lambda t: t == llama.token_eos())  # noqa: SLF001
         self._llama = llama
