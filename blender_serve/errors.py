@@ -16,6 +16,7 @@ __all__ = [
     "UnknownStrategyError",
     "CheckpointError",
     "GenerationError",
+    "UpstreamError",
     "DeadlineExceededError",
     "NotEnoughCandidatesError",
     "NoValidAnswerError",
@@ -60,6 +61,17 @@ class CheckpointError(BlenderError):
 
 class GenerationError(BlenderError):
     """A base model or fuser failed while generating."""
+
+
+class UpstreamError(GenerationError):
+    """A base model's own server (the ``openai`` backend's) answered an HTTP error: ``status`` is
+    its status code, ``param`` the field its error body names, if any. The serving edge answers a
+    client's mistake (most 4xx) with the same status, anything else as the base model's failure."""
+
+    def __init__(self, message: str, status: int = 502, param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.param = param
 
 
 class DeadlineExceededError(BlenderError, TimeoutError):

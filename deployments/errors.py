@@ -2,7 +2,8 @@
 
 400 bad input (with ``param`` naming a field refused here), 404
 unknown model, 422 no answer had the requested ``response_format``, 504 deadline, 429 overloaded
-(with Retry-After), 503 not enough candidates / a component unavailable, 500 only for bugs.
+(with Retry-After), 503 not enough candidates / a component unavailable, 500 only for bugs; a
+base model's server's own 4xx about what the client sent keeps its status and message.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from blender_serve.errors import (
     OverloadedError,
     UnknownModelError,
     UnsupportedParameterError,
+    UpstreamError,
 )
 
 from deployments.protocol import ErrorInfo, ErrorResponse
@@ -58,7 +60,14 @@ def _overload_types() -> tuple[type, ...]:
         return ()
 
 
+#: 4xx a base model's server answers about this server's own set-up (its key, URL or model id), not
+#: about what the client sent: the base model is unavailable (503), as for any other failure of it.
+_UPSTREAM_SETUP_ERRORS = {401, 403, 404, 405, 407}
+
+
 def error_status(exc: BaseException) -> int:
+    if isinstance(exc, UpstreamError) and 400 <= exc.status < 500 and exc.status not in _UPSTREAM_SETUP_ERRORS:
+        return exc.status
     if isinstance(exc, InvalidInputError):
         return 400
     if isinstance(exc, NoValidAnswerError):
@@ -88,5 +97,5 @@ def to_http_error(exc: BaseException) -> tuple[int, ErrorResponse, dict[str, str
     else:
         message = str(exc) if isinstance(exc, BlenderError) else f"{type(exc).__name__}: {exc}"
     errors = exc.errors if isinstance(exc, NotEnoughCandidatesError) else None
-    param = exc.param if isinstance(exc, UnsupportedParameterError) else None
+    param = exc.param if isinstance(exc, (UnsupportedParameterError, UpstreamError)) else None
     return status, error_body(status, message, param=param, errors=errors), headers

@@ -2,7 +2,8 @@
 
 Each adapter satisfies one Protocol of ``blender_serve.interfaces`` over a Ray Serve handle, so the
 ingress runs the very same ``Blender`` pipeline as the library, with each component in its own
-deployment; the single-model pass-through goes through ``HandleGenerator`` as well. Handles carry
+deployment; the single-model pass-through goes through ``HandleGenerator`` as well (and its
+``chat_raw``, a whole OpenAI request to a base model's own server). Handles carry
 the request id to the component's replica, where it tags the log lines.
 
 Failures leave an adapter typed, as the library's own components raise them: an error the
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Optional, Sequence, TypeVar
+from typing import Any, AsyncIterator, Optional, Sequence, TypeVar, Union
 
 from blender_serve.errors import BlenderError, ComponentUnavailableError
 from blender_serve.types import ChatMessage, FusionOutput, Generation, GenerationChunk, RankResult, SamplingParams
@@ -104,6 +105,16 @@ class HandleGenerator:
         _check_up(self.handle, self.watch, f"base model {self._name!r}")
         async for chunk in _streamed(self._stream_handle.stream.remote(list(messages), params), f"base model {self._name!r}"):
             yield chunk
+
+    async def chat_raw(self, body: dict[str, Any], stream: bool = False
+                       ) -> Union[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+        """``Generator.chat_raw`` on the deployment: the server's answer, or (``stream``) its chunks;
+        a streamed call's errors come with its first chunk."""
+        component = f"base model {self._name!r}"
+        _check_up(self.handle, self.watch, component)
+        if stream:
+            return _streamed(self._stream_handle.chat_raw_stream.remote(body), component)
+        return await _call(self.handle.chat_raw.remote(body), component)
 
 
 class HandleRanker:

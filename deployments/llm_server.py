@@ -13,7 +13,8 @@ __all__ = ["LLMServer"]
 
 
 class LLMServer:
-    """Serves ``generate`` and ``stream`` for one base model (any backend: vllm, transformers, openai, scripted)."""
+    """Serves ``generate`` and ``stream`` for one base model (any backend: vllm, transformers, openai, scripted),
+    and on the openai backend ``chat_raw`` / ``chat_raw_stream`` (whole requests to its server)."""
 
     async def __init__(self, config: dict[str, Any]):
         self.config = validated(GeneratorConfig, config, "generator config")
@@ -36,6 +37,15 @@ class LLMServer:
 
     async def stream(self, messages: list[ChatMessage], sampling: Optional[SamplingParams] = None) -> AsyncIterator[GenerationChunk]:
         async for chunk in self.generator.stream(messages, sampling):
+            yield chunk
+
+    async def chat_raw(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A whole OpenAI chat completion body, answered by the model's own server (openai backend)."""
+        return await self.generator.chat_raw(body)
+
+    async def chat_raw_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """``chat_raw`` streamed: the server's chunks."""
+        async for chunk in await self.generator.chat_raw(body, stream=True):
             yield chunk
 
     async def check_health(self) -> None:

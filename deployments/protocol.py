@@ -3,7 +3,8 @@
 OpenAI-compatible: ``ChatCompletionRequest`` / ``CompletionRequest`` / ``ResponsesRequest`` accept
 what the official clients send; fields that change nothing here are accepted and ignored (one list:
 ``IGNORED_FIELDS``), fields the ensemble cannot honour are declared so that serving can refuse them
-with a 400 naming them (``NOT_ON_ENSEMBLE``, ``NOT_IN_RESPONSES``), any other unknown top-level
+with a 400 naming them (``NOT_ON_ENSEMBLE``, ``NOT_IN_RESPONSES``; on the chat route, base models
+on the openai backend take the former through, ``passthrough_body``), any other unknown top-level
 field is rejected (as OpenAI does), and ensemble options go in the ``blender`` extension field (a
 ``BlendOptions``, strict). Responses are typed too
 (``ChatCompletionResponse``, ``ChatCompletionChunk``, ``CompletionResponse``, ``ErrorResponse``...);
@@ -13,13 +14,15 @@ Building responses from results is ``deployments.serving``'s job; the routes are
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from blender_serve.config import BlendOptions
+from blender_serve.errors import UnsupportedParameterError
 from blender_serve.types import ChatMessage, Progress, Provenance, RankResult, ResponseFormat, SamplingParams, Usage
 
 __all__ = [
@@ -68,22 +71,48 @@ class _TextPart(BaseModel):
 
 
 class OpenAIMessage(BaseModel):
-    """A chat message as OpenAI clients send it: content is a string or a list of text parts."""
+    """A chat message as OpenAI clients send it: content is a string or a list of text parts. Tool
+    turns (role 'tool', an assistant's ``tool_calls``) are kept as sent, for base models whose
+    server takes them (see ``ChatCompletionRequest.passthrough_body``); the ensemble refuses them."""
 
-    model_config = ConfigDict(extra="ignore")  # clients add name, tool_calls...: not used here
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[_TextPart]]
+    model_config = ConfigDict(extra="allow")  # name, refusal...: unused here, relayed as sent
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: Optional[Union[str, list[_TextPart]]] = Field(None, description="Required, except on an assistant turn "
+                                                           "that carries tool_calls or function_call.")
+    tool_calls: Optional[list[dict[str, Any]]] = Field(None, description="An assistant turn's calls (relayed only).")
+    tool_call_id: Optional[str] = Field(None, description="A tool turn's answer to this call (relayed only).")
 
     @field_validator("content")
     @classmethod
     def _valid_text(cls, v):
-        for text in [v] if isinstance(v, str) else [p.text for p in v]:
+        for text in [] if v is None else [v] if isinstance(v, str) else [p.text for p in v]:
             _unicode(text)
         return v
 
+    @model_validator(mode="after")
+    def _has_content(self) -> "OpenAIMessage":
+        if self.content is None and not (self.role == "assistant" and (self.tool_calls or self.function_call)):
+            raise ValueError(f"a '{self.role}' message needs 'content' (only an assistant turn with tool_calls may omit it)")
+        return self
+
+    @property
+    def function_call(self) -> Optional[Any]:
+        return (self.model_extra or {}).get("function_call")
+
+    @property
+    def tool_turn(self) -> bool:
+        """Whether this turn is part of a tool call (role 'tool' or 'function', or an assistant's call)."""
+        return self.role in ("tool", "function") or bool(self.tool_calls) or bool(self.function_call)
+
+    def text(self) -> str:
+        return "" if self.content is None else self.content if isinstance(self.content, str) else \
+            "".join(p.text for p in self.content)
+
     def to_core(self) -> ChatMessage:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return ChatMessage(role="system" if self.role == "developer" else self.role, content=text)
+        if self.tool_turn:
+            raise UnsupportedParameterError("tool turns in 'messages' go to base models on the openai backend only",
+                                            param="messages")
+        return ChatMessage(role="system" if self.role == "developer" else self.role, content=self.text())
 
 
 class StreamOptions(BaseModel):
@@ -115,7 +144,8 @@ class _IgnoredFields(BaseModel):
     safety_identifier: Optional[Text] = Field(None, description="Ignored (OpenAI's successor of 'user').")
     prompt_cache_key: Optional[Text] = Field(None, description="Ignored: there is no cross-request prompt cache to steer.")
     service_tier: Optional[str] = Field(None, description="Ignored: one tier here.")
-    parallel_tool_calls: Optional[bool] = Field(None, description="Ignored: tools are refused (see 'tools').")
+    parallel_tool_calls: Optional[bool] = Field(None, description="Ignored, except passed along with the request to a "
+                                                "base model on the openai backend (see 'tools').")
 
 
 IGNORED_FIELDS: tuple[str, ...] = tuple(_IgnoredFields.model_fields)
@@ -155,8 +185,9 @@ class _SamplingFields(_IgnoredFields):
                               top_p=self.top_p, seed=self.seed, stop=self.stop)
 
 
-#: Chat fields this server refuses on the ensemble (400 naming the field) -> what to do instead.
-#: Base models are served as text chat only, so a base model refuses them too.
+#: Chat fields this server refuses on the ensemble (400 naming the field) -> what to do instead
+#: ('messages': tool turns in them). A base model on the openai backend takes them through to its
+#: server (``ChatCompletionRequest.passthrough_body``); other base models refuse them too.
 NOT_ON_ENSEMBLE: dict[str, str] = {
     "tools": "the ensemble ranks and fuses text answers and cannot call tools; for structured output send "
              "response_format={'type': 'json_schema', ...}",
@@ -167,6 +198,8 @@ NOT_ON_ENSEMBLE: dict[str, str] = {
                 "the candidates' scores and ranks are in the 'blender' provenance object",
     "top_logprobs": "the answer is ranked and fused from several models, so no token log-probabilities describe it; "
                     "the candidates' scores and ranks are in the 'blender' provenance object",
+    "messages": "the ensemble answers text chats and calls no tools; send text turns only (no 'tool' messages, "
+                "no assistant 'tool_calls')",
 }
 
 
@@ -180,19 +213,34 @@ class ChatCompletionRequest(_SamplingFields):
     response_format: Optional[ResponseFormat] = Field(
         None, description="{'type': 'json_object'} or {'type': 'json_schema', 'json_schema': {...}}: only answers "
         "of that shape are ranked, and the answer has it (or the request fails with 422).")
-    tools: Optional[list[dict[str, Any]]] = Field(None, description="Refused (400): see NOT_ON_ENSEMBLE.")
-    tool_choice: Optional[Union[str, dict[str, Any]]] = Field(None, description="Refused (400) unless 'none'.")
-    functions: Optional[list[dict[str, Any]]] = Field(None, description="Refused (400): see NOT_ON_ENSEMBLE.")
-    function_call: Optional[Union[str, dict[str, Any]]] = Field(None, description="Refused (400) unless 'none'.")
-    logprobs: Optional[bool] = Field(None, description="Refused (400) when true.")
-    top_logprobs: Optional[int] = Field(None, ge=0, le=20, description="Refused (400): see NOT_ON_ENSEMBLE.")
+    # The ensemble refuses these (400, see NOT_ON_ENSEMBLE); a base model on the openai backend takes them through.
+    tools: Optional[list[dict[str, Any]]] = Field(None, description="Base models on the openai backend only.")
+    tool_choice: Optional[Union[str, dict[str, Any]]] = Field(None, description="As tools ('none' asks nothing).")
+    functions: Optional[list[dict[str, Any]]] = Field(None, description="As tools.")
+    function_call: Optional[Union[str, dict[str, Any]]] = Field(None, description="As tools ('none' asks nothing).")
+    logprobs: Optional[bool] = Field(None, description="Base models on the openai backend only.")
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20, description="As logprobs.")
 
     def core_messages(self) -> list[ChatMessage]:
         return [m.to_core() for m in self.messages]
 
     def unsupported(self) -> list[str]:
-        """The fields of NOT_ON_ENSEMBLE this request sets."""
-        return [name for name in NOT_ON_ENSEMBLE if _set(getattr(self, name))]
+        """The fields of NOT_ON_ENSEMBLE this request sets ('messages' when a turn is a tool turn)."""
+        return [name for name in NOT_ON_ENSEMBLE
+                if (any(m.tool_turn for m in self.messages) if name == "messages" else _set(getattr(self, name)))]
+
+    def passthrough_body(self) -> dict[str, Any]:
+        """This request as a chat completion body for a base model's own server
+        (``Generator.chat_raw``): the messages as sent, and every field the client set except this
+        server's own (model, blender, streaming, and the ignored ones but parallel_tool_calls)."""
+        ours = {"model", "blender", "stream", "stream_options", "messages", *IGNORED_FIELDS} - {"parallel_tool_calls"}
+        fields = self.model_dump(mode="json", exclude_unset=True, exclude=ours)
+        return {"messages": [m.model_dump(mode="json", exclude_unset=True) for m in self.messages],
+                **{k: v for k, v in fields.items() if v is not None}}
+
+    def chars(self) -> int:
+        """The characters of the conversation (texts, and tool calls as JSON), for the prompt limit."""
+        return sum(len(m.text()) + (len(json.dumps(m.tool_calls)) if m.tool_calls else 0) for m in self.messages)
 
     def sampling(self) -> SamplingParams:
         return super().sampling().model_copy(update={"response_format": self.response_format})

@@ -57,9 +57,11 @@ def _current_guard() -> AccessGuard:
 app.add_middleware(AccessMiddleware, guard=_current_guard)
 
 
-def _respond(out: Union[BaseModel, AsyncIterator[str]], media_type: str):
+def _respond(out: Union[BaseModel, dict, AsyncIterator[str]], media_type: str):
     if isinstance(out, BaseModel):
         return out
+    if isinstance(out, dict):  # a base model's server's own answer, relayed as it is (not our response model)
+        return JSONResponse(out)
     return StreamingResponse(_encoded(out), media_type=media_type)
 
 

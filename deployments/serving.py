@@ -3,11 +3,14 @@
 ``BlenderServing`` holds one ``Blender`` (its components are deployment-handle adapters) and turns
 typed requests into typed responses: it enforces the request limits, picks the target (the
 ensemble, or one base model passed through the same adapter the ensemble uses), refuses the fields
-its target cannot honour (a 400 naming the field), assembles chat and text completions (``n`` > 1:
-the next-ranked distinct candidates as further choices) and Responses API answers, and the
-server-sent events of a streamed answer (chat chunks, or the Responses API's typed events; with
-``stream_options.include_provenance``, the pipeline's ranked Progress before the answer). Both the
-HTTP routes (``deployments.router``) and the handle API (``deployments.ingress``) call it.
+its target cannot honour (a 400 naming the field) or, for a base model whose backend relays whole
+requests (``Generator.raw_chat``: the openai one), sends the request to that model's server as it
+is (tools, tool turns, logprobs) and relays its answer, plain or streamed, under our id; assembles
+chat and text completions (``n`` > 1: the next-ranked distinct candidates as further choices) and
+Responses API answers, and the server-sent events of a streamed answer (chat chunks, or the
+Responses API's typed events; with ``stream_options.include_provenance``, the pipeline's ranked
+Progress before the answer). Both the HTTP routes (``deployments.router``) and the handle API
+(``deployments.ingress``) call it.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import itertools
 import json
 import logging
 import time
-from typing import Any, AsyncIterator, Optional, Union
+from typing import Any, AsyncIterator, NoReturn, Optional, Sequence, Union
 
 from blender_serve import structured
 from blender_serve.errors import InvalidInputError, UnknownModelError, UnsupportedParameterError
+from blender_serve.generators import GENERATORS
 from blender_serve.pipeline import Blender
 from blender_serve.types import BlendResult, ChatMessage, Progress, Provenance, SamplingParams, Usage
 from deployments.access import AccessGuard, charge_tokens
@@ -75,12 +79,13 @@ class BlenderServing:
         return self.args.ensemble.name
 
     # ------------------------------------------------------------------ limits and targets
-    def check_limits(self, messages: list[ChatMessage], sampling: SamplingParams, options=None) -> None:
-        """InvalidInputError (400) for a request over the application's limits."""
+    def check_limits(self, messages: Sequence, sampling: SamplingParams, options=None, chars: Optional[int] = None) -> None:
+        """InvalidInputError (400) for a request over the application's limits (``chars``: the
+        prompt's size, when ``messages`` are not ChatMessages)."""
         lim = self.args.limits
         if len(messages) > lim.max_messages:
             raise InvalidInputError(f"{len(messages)} messages exceed the limit of {lim.max_messages}; send fewer turns")
-        chars = sum(len(m.content) for m in messages)
+        chars = sum(len(m.content) for m in messages) if chars is None else chars
         if chars > lim.max_prompt_chars:
             raise InvalidInputError(f"the prompt has {chars} characters, over the limit of {lim.max_prompt_chars}; shorten it")
         if sampling.max_tokens is not None and sampling.max_tokens > lim.max_tokens:
@@ -110,10 +115,16 @@ class BlenderServing:
         return HealthResponse(ensemble=self.ensemble, models=sorted(self.blender.generators),
                               fuser=self.blender.fuser is not None)
 
-    async def chat(self, body: ChatCompletionRequest) -> Union[ChatCompletionResponse, AsyncIterator[str]]:
+    async def chat(self, body: ChatCompletionRequest) -> Union[ChatCompletionResponse, dict[str, Any], AsyncIterator[str]]:
         """A ChatCompletionResponse, or with ``stream`` the SSE frames of the answer. With ``n`` > 1
         (the ensemble, not streamed) choice 0 is the answer and the others the next-ranked distinct
-        candidates: fewer than ``n`` when fewer distinct answers came back."""
+        candidates: fewer than ``n`` when fewer distinct answers came back. Tools, tool turns and
+        logprobs on a base model that relays them: its server's answer as a dict (or its SSE frames)."""
+        if names := body.unsupported():
+            target = self._target(body.model)
+            if target is not None and self._relays(target):
+                return await self._chat_raw(body, target)
+            self._refuse(names[0], target, NOT_ON_ENSEMBLE)
         messages, sampling = body.core_messages(), body.sampling()
         target = self._checked_target(body, messages, sampling)
         self._check_fields(body, target, sampling, NOT_ON_ENSEMBLE)
@@ -156,6 +167,24 @@ class BlenderServing:
         text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, base["id"])
         return _response_object(base, text, finish, usage, provenance)
 
+    async def _chat_raw(self, body: ChatCompletionRequest, target: str) -> Union[dict[str, Any], AsyncIterator[str]]:
+        """Base model ``target``'s own server answers the whole request (tools, tool turns,
+        logprobs): its answer as it gave it, with this response's id and the model name asked for
+        (usage kept); streamed, its chunks as SSE frames (``_relayed_sse``)."""
+        self.check_limits(body.messages, body.sampling(), chars=body.chars())
+        if body.blender is not None:
+            raise InvalidInputError(f"the 'blender' options apply to ensembles only; drop them or use model {self.ensemble!r}")
+        if body.n > 1:
+            raise UnsupportedParameterError(f"Unsupported value: n={body.n}: base model {target!r} answers one choice; "
+                                            f"send n=1", param="n")
+        rid, generator = _response_id("chatcmpl"), self.blender.generators[target]
+        if body.stream:
+            chunks = await _started(await generator.chat_raw(body.passthrough_body(), stream=True))
+            return _relayed_sse(rid, body.model, chunks, bool(body.stream_options and body.stream_options.include_usage))
+        answer = await generator.chat_raw(body.passthrough_body())
+        charge_tokens(_total_tokens(answer.get("usage")))
+        return {**answer, "id": rid, "model": body.model}
+
     def _checked_target(self, body, messages: list[ChatMessage], sampling: SamplingParams) -> Optional[str]:
         self.check_limits(messages, sampling, body.blender)
         target = self._target(body.model)
@@ -169,14 +198,7 @@ class BlenderServing:
         InvalidInputError for a response_format whose schema is not a JSON Schema."""
         names = body.unsupported() if hasattr(body, "unsupported") else []
         if names:
-            name = names[0]
-            if target is None:
-                where, instead = f"the ensemble {self.ensemble!r}", refused[name]
-            else:
-                where = f"base model {target!r} (backend {self._backends[target]!r})"
-                instead = f"this server passes text through to its base models, nothing else; call that model's own server for '{name}'"
-            raise UnsupportedParameterError(f"Unsupported parameter: '{name}' is not supported with {where}; {instead}",
-                                            param=name)
+            self._refuse(names[0], target, refused)
         n = getattr(body, "n", 1)
         if n > 1:
             selected = len(body.blender.models) if body.blender is not None and body.blender.models else len(self.blender.generators)
@@ -191,6 +213,26 @@ class BlenderServing:
             if why:
                 raise UnsupportedParameterError(f"Unsupported value: n={n}: {why}", param="n")
         structured.check_format(structured.requested(sampling))
+
+    def _refuse(self, name: str, target: Optional[str], refused: dict[str, str]) -> NoReturn:
+        """UnsupportedParameterError (400) naming the field ``name`` and what to do instead."""
+        if target is None:
+            raise UnsupportedParameterError(f"Unsupported parameter: '{name}' is not supported with the ensemble "
+                                            f"{self.ensemble!r}; {refused[name]}", param=name)
+        backend = self._backends[target]
+        if refused is not NOT_ON_ENSEMBLE:  # the Responses API relays nothing
+            raise UnsupportedParameterError(f"Unsupported parameter: '{name}' is not supported with base model {target!r} "
+                                            f"(backend {backend!r}) on this route; {refused[name]}", param=name)
+        what = "tool turns in 'messages'" if name == "messages" else f"'{name}'"
+        relaying = " or ".join(sorted(b for b, cls in GENERATORS.items() if cls.raw_chat))
+        raise UnsupportedParameterError(
+            f"Unsupported parameter: model {target!r} runs on the {backend} backend, which does not take {what}; "
+            f"base models on the {relaying} backend pass it through to their server (POST /v1/chat/completions)", param=name)
+
+    def _relays(self, target: str) -> bool:
+        """Whether base model ``target``'s backend relays whole chat requests to its server (``Generator.raw_chat``)."""
+        backend = GENERATORS.get(self._backends[target])
+        return backend is not None and backend.raw_chat
 
     @property
     def _backends(self) -> dict[str, str]:
@@ -402,6 +444,31 @@ async def _charged_pieces(chunks: AsyncIterator) -> AsyncIterator[str]:
             yield chunk.text
         if chunk.usage is not None:
             charge_tokens(chunk.usage.total_tokens)
+
+
+async def _relayed_sse(rid: str, model: str, chunks: AsyncIterator[dict[str, Any]], include_usage: bool
+                       ) -> AsyncIterator[str]:
+    """The SSE frames of a base model's server's streamed answer: its chunks with our id and model
+    name (usage only when the client asked: we always ask, to charge it), then ``[DONE]``; a
+    failure mid-stream is reported in-band, as on ``_sse``."""
+    usage = None
+    try:
+        async for chunk in chunks:
+            usage = chunk.get("usage") or usage
+            if not include_usage:
+                if chunk.get("usage") and not chunk.get("choices"):
+                    continue
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            yield f"data: {json.dumps({**chunk, 'id': rid, 'model': model})}\n\n"
+    except Exception as exc:  # the status is sent already: report in-band
+        yield sse_frame(to_http_error(exc)[1])
+    charge_tokens(_total_tokens(usage))
+    yield SSE_DONE
+
+
+def _total_tokens(usage: Optional[dict[str, Any]]) -> int:
+    total = (usage or {}).get("total_tokens")
+    return total if isinstance(total, int) else 0
 
 
 def _choices(text: str, finish: str, provenance: Optional[Provenance], n: int) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ skipped elsewhere.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -104,6 +105,21 @@ def smollm2_dir() -> Path:
     from blender_serve.local_models import smollm2_checkpoint
 
     return smollm2_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def llama_server(request, tmp_path_factory):
+    """``python -m llama_cpp.server`` on SmolLM2's GGUF file (model id 'smol'), one per module, as
+    an OpenAI-compatible base URL; the module's ``LLAMA_CHAT_FORMAT`` (if any) is its --chat_format.
+    Skips without llama-cpp-python (opt-in: bash scripts/llama_cpp.sh)."""
+    from blender_serve.local_models import smollm2_gguf
+    from blender_serve.testing.llama_server import llama_cpp_server
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (opt-in: bash scripts/llama_cpp.sh)")
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with llama_cpp_server(smollm2_gguf(), log_path, chat_format=getattr(request.module, "LLAMA_CHAT_FORMAT", None)) as url:
+        yield url
 
 
 # -- a real local Ray cluster (serve and e2e tiers) ---------------------------------------------

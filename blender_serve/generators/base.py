@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from blender_serve.activity import Activity
 from blender_serve.config import GeneratorConfig
-from blender_serve.errors import BlenderError, GenerationError, validated
+from blender_serve.errors import BlenderError, GenerationError, UnsupportedParameterError, validated
 from blender_serve.prompts import normalize_messages
 from blender_serve.types import ChatMessage, Generation, GenerationChunk, SamplingParams, Usage
 
@@ -60,6 +60,9 @@ class Generator(abc.ABC):
 
     backend: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
+    #: Whether ``chat_raw`` relays a whole OpenAI chat completion body (tools, logprobs...) to the
+    #: model's own server; backends that generate text here take chats through ``generate`` only.
+    raw_chat: ClassVar[bool] = False
 
     def __init__(self, config: GeneratorConfig):
         self.config = config = validated(GeneratorConfig, config, "generator config")
@@ -172,6 +175,12 @@ class Generator(abc.ABC):
         """
         chat, sampling = self.prepare(messages, params)
         return self._checked_stream(chat, sampling)
+
+    async def chat_raw(self, body: dict, stream: bool = False):
+        """An OpenAI chat completion body, answered by the model's own server as it is (see
+        ``raw_chat``). Backends without a server of their own raise UnsupportedParameterError."""
+        raise UnsupportedParameterError(f"generator {self.name!r} ({self.backend}) takes text chats only, not whole "
+                                        f"OpenAI request bodies; use a base model on the openai backend")
 
     def prepare(
         self, messages: Sequence[ChatMessage | dict], params: SamplingParams | dict | None = None

@@ -3,6 +3,8 @@
 Plain httpx rather than the ``openai`` package: one small dependency, the full response body on
 errors, and request bodies that servers' extensions (``extra_body``) pass through untouched.
 Streaming uses server-sent events with ``stream_options.include_usage`` so usage is exact.
+``chat_raw`` relays a whole OpenAI chat completion body (tools, tool messages, logprobs) and the
+server's answer as they are: the single-model route uses it for what the ensemble cannot serve.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from blender_serve.errors import GenerationError
+from blender_serve.errors import BlenderError, GenerationError, UpstreamError
 from blender_serve.generators.base import Generator, _Collected
 from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, Usage
 
@@ -55,6 +57,7 @@ class OpenAIGenerator(Generator):
     """
 
     Options = OpenAIOptions
+    raw_chat = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -120,6 +123,76 @@ class OpenAIGenerator(Generator):
             await response.aclose()  # closing early tells the server the client is gone
         yield GenerationChunk(finish_reason=finish, usage=usage)
 
+    # ------------------------------------------------------------------------ raw pass-through
+    async def chat_raw(self, body: dict[str, Any], stream: bool = False) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+        """Send an OpenAI chat completion body to the server and return its answer, both as they are.
+
+        Args:
+            body: a ``chat/completions`` request body: messages as the client sent them (``tool``
+                turns, assistant ``tool_calls``), ``tools``, ``logprobs``... Its ``model``, ``stream``
+                and ``stream_options`` are set here; sampling fields it lacks come from
+                ``config.sampling``, and ``config.system_prompt`` and ``options.extra_body`` apply
+                as on ``generate``.
+            stream: stream the answer (``stream_options.include_usage`` is asked for).
+        Returns:
+            the server's JSON answer; with ``stream``, once the server has accepted the request,
+            an async iterator of its chunks (dicts, until ``[DONE]``).
+        Raises:
+            UpstreamError when the server answers an HTTP error, GenerationError when it cannot be
+            reached or fails mid-stream. Example::
+
+                answer = await gen.chat_raw({"messages": [{"role": "user", "content": "Weather in Paris?"}],
+                                             "tools": [WEATHER], "tool_choice": "required"})
+                calls = answer["choices"][0]["message"]["tool_calls"]
+        """
+        await self.start()
+        request = self._raw_body(body, stream)
+        if stream:
+            chunks = self._raw_chunks(request)
+            await chunks.__anext__()  # the server accepted the request, or its error is raised here
+            return chunks
+        with self.activity.track():
+            try:
+                return (await self._send(request, stream=False)).json()
+            except BlenderError:
+                raise
+            except Exception as e:
+                raise self._failure(e) from e
+
+    async def _raw_chunks(self, request: dict[str, Any]) -> AsyncIterator[Optional[dict[str, Any]]]:
+        """None once the server accepted the request, then its chunks."""
+        with self.activity.track():
+            try:
+                response = await self._send(request, stream=True)
+                try:
+                    yield None
+                    async for data in _sse_events(response):
+                        self.activity.chunks += 1
+                        yield data
+                finally:
+                    await response.aclose()  # closing early tells the server the client is gone
+            except BlenderError:
+                raise
+            except Exception as e:
+                raise self._failure(e) from e
+
+    def _raw_body(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        fields = {k: v for k, v in body.items() if k not in ("model", "stream", "stream_options")}
+        messages = list(fields.pop("messages", None) or [])
+        if self.config.system_prompt and not any(m.get("role") in ("system", "developer") for m in messages):
+            messages.insert(0, {"role": "system", "content": self.config.system_prompt})
+        s = self.config.sampling
+        defaults = {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed, "top_k": s.top_k or None,
+                    "stop": list(s.stop) or None}
+        if "max_tokens" not in fields and "max_completion_tokens" not in fields:
+            defaults["max_tokens"] = s.max_tokens or self.options.max_new_tokens
+        out = {"model": self.remote_model, **{k: v for k, v in defaults.items() if v is not None}, **fields,
+               "messages": messages}
+        if stream:
+            out.update(stream=True, stream_options={"include_usage": True})
+        out.update(self.options.extra_body)
+        return out
+
     # ------------------------------------------------------------------------------- helpers
     def _body(self, chat: list[ChatMessage], params: SamplingParams, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.remote_model, "messages": [m.model_dump() for m in chat]}
@@ -159,9 +232,9 @@ class OpenAIGenerator(Generator):
             detail = (await response.aread()).decode("utf-8", "replace")[:2000]
             await response.aclose()
             if last or response.status_code not in _RETRY_STATUSES:
-                raise GenerationError(
-                    f"generator {self.name!r}: HTTP {response.status_code} from {request.url}: {detail}"
-                )
+                message, param = _error_detail(detail)
+                raise UpstreamError(f"generator {self.name!r}: HTTP {response.status_code} from its server: {message}",
+                                    status=response.status_code, param=param)
             await asyncio.sleep(_retry_after(response) or o.retry_backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -178,6 +251,21 @@ async def _sse_events(response) -> AsyncIterator[dict]:
         if isinstance(data, dict) and data.get("error"):
             raise GenerationError(f"the server reported an error mid-stream: {data['error']}")
         yield data
+
+
+def _error_detail(detail: str) -> tuple[str, Optional[str]]:
+    """(message, param) of an error body: OpenAI's ``{"error": {"message", "param"}}`` (or the same
+    fields at the top, as older vLLM sends them), else the text as it is."""
+    try:
+        data = json.loads(detail)
+    except ValueError:
+        return detail, None
+    error = data.get("error") if isinstance(data, dict) else None
+    error = error if isinstance(error, dict) else data
+    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"]:
+        param = error.get("param")
+        return error["message"], param if isinstance(param, str) else None
+    return detail, None
 
 
 def _first_choice(data: dict) -> dict:

@@ -6,6 +6,8 @@
   importable on transformers 5, as a test oracle.
 - :mod:`blender_serve.testing.apps`: application args of a small served ensemble and a free port.
 - :mod:`blender_serve.testing.browser`: the playground page (/ui) driven in headless chromium.
+- :mod:`blender_serve.testing.llama_server`: llama-cpp-python's OpenAI-compatible server on a GGUF
+  file, for the ``openai`` backend's tests.
 """
 
-__all__ = ["apps", "browser", "reference", "tiny_models"]
+__all__ = ["apps", "browser", "llama_server", "reference", "tiny_models"]

@@ -150,43 +150,7 @@ def test_concurrent_calls_each_get_their_own_answer(smol_gguf):
 
 # -- the other path: a real llama.cpp server (llama-cpp-python's), reached by the openai backend ------
 
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    """``python -m llama_cpp.server`` on the same GGUF file, on a free port (its chatty log to a
-    file: nobody reads a pipe, and a full one would block the server)."""
-    import subprocess
-    import time
-
-    import httpx
-
-    from blender_serve.loading import resolve_model_path
-    from blender_serve.testing.apps import free_port
-
-    if not HAVE:
-        pytest.skip("llama-cpp-python is not installed (opt-in: bash scripts/llama_cpp.sh)")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", resolve_model_path(GGUF),
-                             "--model_alias", "smol", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
-                             "--n_threads", "1"], stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "llama_cpp.server did not come up in 120 s"
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-
+# (the llama_server fixture is tests/conftest.py's: the same GGUF file behind llama-cpp-python's server)
 
 @needs_llama
 @pytest.mark.slow

@@ -374,6 +374,45 @@ def test_openai_backend_needs_its_api_key_env(monkeypatch):
         run(gen.start())
 
 
+def test_openai_raw_body_keeps_the_clients_fields_and_fills_the_configs():
+    gen = build_generator({"name": "o", "backend": "openai", "model": "remote", "system_prompt": "Be brief.",
+                           "sampling": {"temperature": 0.3, "max_tokens": 50},
+                           "options": {"base_url": "http://h/v1", "extra_body": {"cache_prompt": True}}})
+    tool_turns = [{"role": "user", "content": "Weather?"},
+                  {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
+    body = gen._raw_body({"model": "o", "messages": tool_turns, "tools": [{"type": "function"}], "temperature": 0,
+                          "stream": False}, stream=True)
+    assert body["messages"] == [{"role": "system", "content": "Be brief."}] + tool_turns  # the client's turns, as sent
+    assert body["model"] == "remote" and body["tools"] == [{"type": "function"}] and body["cache_prompt"] is True
+    assert body["temperature"] == 0 and body["max_tokens"] == 50  # the client's value wins; the config's fills gaps
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert gen._raw_body({"messages": [], "max_completion_tokens": 7}, stream=False).keys() >= {"max_completion_tokens"}
+    assert "max_tokens" not in gen._raw_body({"messages": [], "max_completion_tokens": 7}, stream=False)
+
+
+def test_other_backends_take_no_raw_chat():
+    from blender_serve.errors import UnsupportedParameterError
+
+    assert [name for name, cls in sorted(GENERATORS.items()) if cls.raw_chat] == ["openai"]
+    with pytest.raises(UnsupportedParameterError, match="openai backend"):
+        run(build_generator({"name": "s", "backend": "scripted"}).chat_raw({"messages": USER}))
+
+
+def test_upstream_errors_keep_a_clients_4xx_only():
+    from blender_serve.errors import UpstreamError
+    from blender_serve.generators.openai_backend import _error_detail
+    from deployments.errors import to_http_error
+
+    assert _error_detail('{"error": {"message": "too long", "param": "messages"}}') == ("too long", "messages")
+    assert _error_detail("Bad Gateway") == ("Bad Gateway", None)
+    status, body, _ = to_http_error(UpstreamError("too long", status=400, param="messages"))
+    assert status == 400 and body.error.param == "messages" and body.error.message == "too long"
+    assert to_http_error(UpstreamError("slow down", status=429))[0] == 429
+    for setup_or_server_error in (401, 404, 500):  # this server's key or model id, or the server itself
+        assert to_http_error(UpstreamError("x", status=setup_or_server_error))[0] == 503
+
+
 # ------------------------------------------------------------------------------- stop strings
 TEXT = "The answer is 42.\nUser: next question"
 
