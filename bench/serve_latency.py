@@ -103,7 +103,14 @@ def main() -> None:
         memory[app] = app_memory_mb(app)
         clients[app] = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/{app}/v1", api_key="unused", max_retries=0, timeout=900)
         handles[app] = serve.get_app_handle(app)
-    question = [{"role": "user", "content": "What is the capital of France?"}]
+    # A new question for every request: a repeated prompt would be served from llama.cpp's KV prefix
+    # cache and flatter it (transformers keeps none); every app gets the same questions in turn.
+    from bench.backends import PROMPTS
+
+    def asked(i: int) -> list[dict]:
+        return [{"role": "user", "content": f"{PROMPTS[i % len(PROMPTS)]} (request {i})"}]
+
+    question = asked(0)
     first, first_stages = {}, {}
     for app in apps:
         t = time.perf_counter()
@@ -113,14 +120,15 @@ def main() -> None:
     http_s = {a: [] for a in apps}
     handle_s = {a: [] for a in apps}
     stages = {a: [] for a in apps}
-    for _ in range(n):  # interleaved, so drift on a noisy machine hits every app alike
+    for i in range(n):  # interleaved, so drift on a noisy machine hits every app alike
+        question, handle_question = asked(2 * i + 1), asked(2 * i + 2)
         for app in apps:
             t = time.perf_counter()
             resp = clients[app].chat.completions.create(model="blender", messages=question)
             http_s[app].append(time.perf_counter() - t)
             stages[app].append(resp.model_extra["blender"]["timings"])
             t = time.perf_counter()
-            handles[app].blend.remote(BlendRequest(messages=question)).result(timeout_s=900)
+            handles[app].blend.remote(BlendRequest(messages=handle_question)).result(timeout_s=900)
             handle_s[app].append(time.perf_counter() - t)
     serve.shutdown()
     ray.shutdown()

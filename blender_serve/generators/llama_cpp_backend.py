@@ -49,6 +49,9 @@ class LlamaCppOptions(BaseModel):
     n_ctx: int = Field(4096, ge=16, description="Context window in tokens (prompt + answer); the KV cache is sized for it.")
     n_threads: Optional[int] = Field(
         None, ge=1, description="CPU threads for decoding (None: llama.cpp's default); set 1 per replica when several share a CPU.")
+    n_threads_batch: Optional[int] = Field(
+        None, ge=1, description="CPU threads for reading prompts (None: as n_threads). llama.cpp's own default is every "
+        "core, which replicas sharing a CPU oversubscribe: measured here, 3 replicas' concurrent prompts took 1.2 s instead of 0.15 s.")
     n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per llama.cpp batch.")
     max_new_tokens: int = Field(256, ge=1, description="Most new tokens when the request sets no max_tokens.")
     chat_template: Optional[str] = Field(None, description="A Jinja chat template to use instead of the GGUF file's own.")
@@ -110,7 +113,8 @@ class LlamaCppGenerator(Generator):
         if not path.is_file() or path.suffix != ".gguf":
             raise CheckpointError(f"generator {self.name!r} (llama_cpp): {path} is not a .gguf file; pass the file itself")
         o = self.options
-        llama = Llama(model_path=str(path), n_ctx=o.n_ctx, n_threads=o.n_threads, n_batch=o.n_batch, verbose=False)
+        llama = Llama(model_path=str(path), n_ctx=o.n_ctx, n_threads=o.n_threads, n_batch=o.n_batch, verbose=False,
+                      n_threads_batch=o.n_threads_batch or o.n_threads)
         template = o.chat_template or llama.metadata.get("tokenizer.chat_template")
         if template:
             vocab = llama._model  # noqa: SLF001 - the token texts live on the model wrapper only
