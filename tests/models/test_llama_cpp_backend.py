@@ -193,3 +193,19 @@ def test_gguf_models_join_an_ensemble_in_process(llama_server, pairrm_original):
     result = run(blend())
     assert sorted(c.model for c in result.candidates) == ["in-process", "via-server"]
     assert all(c.text.strip() for c in result.candidates) and result.text.strip()
+
+
+@needs_llama
+@pytest.mark.slow
+def test_prompts_are_read_on_the_models_own_threads(smol_gguf):
+    """llama.cpp reads prompts on every core by default: replicas sharing a CPU then oversubscribe it
+    (3 replicas' concurrent first tokens took 1.2 s instead of 0.3-0.5 s here). ``n_threads`` bounds both."""
+    assert smol_gguf._llama.context_params.n_threads == 1
+    assert smol_gguf._llama.context_params.n_threads_batch == 1
+    gen = build_generator({"name": "g", "backend": "llama_cpp", "model": GGUF,
+                           "options": {"n_threads": 1, "n_threads_batch": 2, "n_ctx": 256}})
+    run(gen.start())
+    try:
+        assert gen._llama.context_params.n_threads_batch == 2
+    finally:
+        run(gen.close())
