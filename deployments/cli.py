@@ -73,8 +73,6 @@ def _deploy(app, name: str, route_prefix: Optional[str]) -> bool:
 
 
 def _up(config_path: str, prompt: str, port: Optional[int], keep: bool) -> int:
-    import socket
-
     import yaml
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local throwaway cluster; production keeps auth
@@ -84,6 +82,7 @@ def _up(config_path: str, prompt: str, port: Optional[int], keep: bool) -> int:
 
     from blender_serve.cli import print_result, ranker_label
     from blender_serve.config import blender_applications
+    from blender_serve.ports import free_port
     from blender_serve.types import BlendResult
     from deployments.builder import build_app, validate_config_file
 
@@ -91,9 +90,7 @@ def _up(config_path: str, prompt: str, port: Optional[int], keep: bool) -> int:
     config = yaml.safe_load(Path(config_path).read_text())
     app_cfg = blender_applications(config, config_path)[0]
     if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
     t0 = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False)
     try:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any, Optional
 
+from blender_serve.ports import free_port
+
 __all__ = ["free_port", "scripted_app_args", "fault_app_args", "FAULT_MODELS", "GARBAGE_MODELS"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 DEFAULT_GENERATORS = [
