@@ -160,3 +160,27 @@ def blender_app(ray_cluster, pairrm_original, gen_fuser_dir):
     serve.run(build_app(scripted_app_args(pairrm_original, gen_fuser_dir)), name="blender", route_prefix="/")
     print(f"blender app ready in {time.perf_counter() - t0:.1f}s")
     return ray_cluster
+
+
+@pytest.fixture(scope="module")
+def deploy(ray_cluster):
+    """Deploys apps for one test module and deletes them after it: ``deploy(args, name)`` runs
+    ``build_app(args)`` as app ``name`` at route ``/name`` (a name again: updated in place) and
+    returns its base URL."""
+    from ray import serve
+
+    from deployments.builder import build_app
+
+    names: list[str] = []
+
+    def _deploy(args: dict, name: str) -> str:
+        t0 = time.perf_counter()
+        serve.run(build_app(args), name=name, route_prefix=f"/{name}")
+        print(f"app {name!r} ready in {time.perf_counter() - t0:.1f}s")
+        if name not in names:  # deploying a name again updates that app in place
+            names.append(name)
+        return f"{ray_cluster}/{name}"
+
+    yield _deploy
+    for name in reversed(names):
+        serve.delete(name)

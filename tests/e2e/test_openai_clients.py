@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import httpx
 import openai
@@ -37,20 +36,12 @@ TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"type
 
 
 @pytest.fixture(scope="module")
-def app_url(ray_cluster):
-    from ray import serve
-
-    from deployments.builder import build_app
-
+def app_url(deploy):
     args = {"ensemble": {"name": "blender", "generators": GENERATORS, "ranker": {"kind": "scripted", "path": "scripted"},
                          "fuser": {"kind": "scripted", "path": "scripted", "max_new_tokens": 5},
                          "fusion": "always", "top_k": 2, "deadline_s": 10.0},
             "deployments": {**{g["name"]: ZERO for g in GENERATORS}, "ranker": ZERO, "fuser": ZERO, "ingress": ZERO}}
-    t0 = time.perf_counter()
-    serve.run(build_app(args), name=APP, route_prefix=f"/{APP}")
-    print(f"app ready in {time.perf_counter() - t0:.1f}s")
-    yield f"{ray_cluster}/{APP}"
-    serve.delete(APP)
+    return deploy(args, APP)
 
 
 @pytest.fixture(scope="module")

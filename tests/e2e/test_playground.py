@@ -36,13 +36,9 @@ def page(browser, blender_app):
 
 
 @pytest.fixture(scope="module")
-def slow_fusion_app(blender_app):
+def slow_fusion_app(deploy):
     """An app whose fuser waits 1.5 s before its first word, then one word per 0.2 s: the ranked
     candidates are on the page well before the answer (scripted models, ranker and fuser)."""
-    from ray import serve
-
-    from deployments.builder import build_app
-
     zero = {"ray_actor_options": {"num_cpus": 0}}
     gens = [{"name": "alpha", "backend": "scripted", "options": {"template": "alpha says: {prompt}", "latency_s": 0.05}},
             {"name": "beta", "backend": "scripted", "options": {"template": "beta gives a longer answer about {prompt}"}}]
@@ -51,9 +47,7 @@ def slow_fusion_app(blender_app):
                                    "options": {"latency_s": 1.5, "token_latency_s": 0.2}},
                          "fusion": "always", "top_k": 2, "deadline_s": 10.0},
             "deployments": {"alpha": zero, "beta": zero, "ranker": zero, "fuser": zero, "ingress": zero}}
-    serve.run(build_app(args), name="slowfuse", route_prefix="/slowfuse")
-    yield f"{blender_app}/slowfuse"
-    serve.delete("slowfuse")
+    return deploy(args, "slowfuse")
 
 
 def _shown(driver) -> dict:

@@ -40,14 +40,8 @@ def _args(ranker_dir, open_health: bool = True) -> dict:
 
 
 @pytest.fixture(scope="module")
-def guarded(ray_cluster, pairrm_original):
-    from ray import serve
-
-    from deployments.builder import build_app
-
-    serve.run(build_app(_args(pairrm_original)), name="guarded", route_prefix="/guarded")
-    yield f"{ray_cluster}/guarded"
-    serve.delete("guarded")
+def guarded(deploy, pairrm_original):
+    return deploy(_args(pairrm_original), "guarded")
 
 
 def _call(base: str, method: str, path: str, body=None, key=None, header="authorization") -> httpx.Response:
@@ -128,12 +122,8 @@ def test_a_2mb_body_is_413_and_the_key_comes_first(guarded):
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 
-def test_health_can_be_closed(guarded, pairrm_original):
-    from ray import serve
-
-    from deployments.builder import build_app
-
-    serve.run(build_app(_args(pairrm_original, open_health=False)), name="guarded", route_prefix="/guarded")
+def test_health_can_be_closed(guarded, deploy, pairrm_original):
+    deploy(_args(pairrm_original, open_health=False), "guarded")
     assert httpx.get(f"{guarded}/health", timeout=10).status_code == 401
     assert _call(guarded, "GET", "/health", key=D).status_code == 200
 

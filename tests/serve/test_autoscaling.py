@@ -19,11 +19,7 @@ def _running(app: str, deployment: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def scaling_app(ray_cluster, pairrm_original, gen_fuser_dir):
-    from ray import serve
-
-    from deployments.builder import build_app
-
+def scaling_app(deploy, pairrm_original, gen_fuser_dir):
     args = scripted_app_args(pairrm_original, gen_fuser_dir, generators=[
         {"name": "slowpoke", "backend": "scripted", "options": {"template": "slow answer", "latency_s": 1.0}},
         {"name": "quick", "backend": "scripted", "options": {"template": "quick answer"}},
@@ -35,9 +31,7 @@ def scaling_app(ray_cluster, pairrm_original, gen_fuser_dir):
         "max_ongoing_requests": 2,
         "ray_actor_options": {"num_cpus": 0},
     }
-    serve.run(build_app(args), name="scaling", route_prefix="/scaling")
-    yield f"{ray_cluster}/scaling"
-    serve.delete("scaling")
+    return deploy(args, "scaling")
 
 
 def test_slow_model_scales_up_under_a_burst_and_back_down(scaling_app):

@@ -51,18 +51,9 @@ def invalid_utf8_server():
 
 
 @pytest.fixture(scope="module")
-def fault_app(ray_cluster, pairrm_original, talkative_fuser_dir, invalid_utf8_server):
-    from ray import serve
-
-    from deployments.builder import build_app
-
+def fault_app(deploy, pairrm_original, talkative_fuser_dir, invalid_utf8_server):
     remote = {"name": "mojibake", "backend": "openai", "model": "m", "options": {"base_url": invalid_utf8_server}}
-    t0 = time.perf_counter()
-    serve.run(build_app(fault_app_args(pairrm_original, talkative_fuser_dir, extra_generators=[remote])),
-              name=APP, route_prefix=f"/{APP}")
-    print(f"fault app ready in {time.perf_counter() - t0:.1f}s")
-    yield f"{ray_cluster}/{APP}"
-    serve.delete(APP)
+    return deploy(fault_app_args(pairrm_original, talkative_fuser_dir, extra_generators=[remote]), APP)
 
 
 def _healthy_again(url: str, deployment: str, before: set[str]) -> None:

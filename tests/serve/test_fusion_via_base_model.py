@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 import pytest
@@ -38,22 +37,12 @@ ALPHA = {"name": "alpha", "backend": "scripted", "options": {"template": "Paris.
 
 
 @pytest.fixture(scope="module")
-def app_url(ray_cluster, causal_lm_dir):
-    from ray import serve
-
-    from deployments.builder import build_app
-
-    t0 = time.perf_counter()
-    serve.run(build_app(_args([_lm(causal_lm_dir), ALPHA], {"kind": "generator", "generator": "lm", "max_new_tokens": 10})),
-              name=APP, route_prefix=f"/{APP}")
+def app_url(deploy, causal_lm_dir):
+    url = deploy(_args([_lm(causal_lm_dir), ALPHA], {"kind": "generator", "generator": "lm", "max_new_tokens": 10}), APP)
     # The fusion call of the first request fails (every second call of 'flaky' does): the answer degrades.
     flaky = {"name": "flaky", "backend": "scripted", "options": {"template": "flaky: {prompt}", "fail_every": 2}}
-    serve.run(build_app(_args([ALPHA, flaky], {"kind": "generator", "generator": "flaky"})),
-              name=FLAKY_APP, route_prefix=f"/{FLAKY_APP}")
-    print(f"apps ready in {time.perf_counter() - t0:.1f}s")
-    yield f"{ray_cluster}/{APP}"
-    serve.delete(APP)
-    serve.delete(FLAKY_APP)
+    deploy(_args([ALPHA, flaky], {"kind": "generator", "generator": "flaky"}), FLAKY_APP)
+    return url
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,8 @@ def chat_body(i: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def load_app(ray_cluster, pairrm_original, gen_fuser_dir):
-    from ray import serve
-
-    from deployments.builder import build_app
-
-    serve.run(build_app(fault_app_args(pairrm_original, gen_fuser_dir)), name="load", route_prefix="/load")
-    yield f"{ray_cluster}/load"
-    serve.delete("load")
+def load_app(deploy, pairrm_original, gen_fuser_dir):
+    return deploy(fault_app_args(pairrm_original, gen_fuser_dir), "load")
 
 
 def test_a_thousand_requests_at_concurrency_64_lose_nothing(load_app):
@@ -37,18 +31,12 @@ def test_a_thousand_requests_at_concurrency_64_lose_nothing(load_app):
 
 
 @pytest.fixture(scope="module")
-def tight_app(ray_cluster, pairrm_original, gen_fuser_dir):
+def tight_app(deploy, pairrm_original, gen_fuser_dir):
     """One ingress replica taking 4 requests at a time with 4 more queued; base models take 1 s."""
-    from ray import serve
-
-    from deployments.builder import build_app
-
     gens = [{"name": n, "backend": "scripted", "options": {"template": f"{n}: {{prompt}}", "latency_s": 1.0}} for n in ("a", "b")]
     args = scripted_app_args(pairrm_original, gen_fuser_dir, generators=gens, fusion="never", deadline_s=10)
     args["deployments"]["ingress"].update(num_replicas=1, max_ongoing_requests=4, max_queued_requests=4)
-    serve.run(build_app(args), name="tight", route_prefix="/tight")
-    yield f"{ray_cluster}/tight"
-    serve.delete("tight")
+    return deploy(args, "tight")
 
 
 def test_overload_is_answered_at_once_with_503_and_retry_after(tight_app):

@@ -29,29 +29,23 @@ def test_collect_against_the_served_ensemble(blender_app, tmp_path):
     assert "bleu" in records["q1"].candidate("alpha").scores and "bleu" not in records["q2"].candidate("alpha").scores
 
 
-def test_a_trained_ranker_is_served_unchanged(ray_cluster, tmp_path, pairrm_original, gen_fuser_dir):
-    from ray import serve
-
+def test_a_trained_ranker_is_served_unchanged(deploy, tmp_path, pairrm_original, gen_fuser_dir):
     from blender_serve.ranker import PairRanker
     from blender_serve.ranker.pairs import TrainExample
     from blender_serve.ranker.training import TrainConfig, train_ranker
     from blender_serve.testing.apps import scripted_app_args
-    from deployments.builder import build_app
 
     examples = [TrainExample(id=f"e{k}", source=f"question {k}", candidates=[f"good answer {k}", f"bad answer {k}", "meh"],
                              scores=[1.0, 0.0, 0.5]) for k in range(6)]
     trained = tmp_path / "trained"
     train_ranker(TrainConfig(init=str(pairrm_original), output_dir=str(trained), epochs=1, batch_size=4, device="cpu",
                              learning_rate=1e-3), examples)
-    serve.run(build_app(scripted_app_args(trained, gen_fuser_dir)), name="trained", route_prefix="/trained")
-    try:
-        cands = ["good answer 9", "meh", "bad answer 9"]
-        r = httpx.post(f"{ray_cluster}/trained/v1/rank", json={"source": "question 9", "candidates": cands}, timeout=60)
-        assert r.status_code == 200, r.text
-        local = PairRanker.from_pretrained(trained, device="cpu").rank("question 9", cands)
-        assert r.json()["order"] == local.order
-        assert r.json()["scores"] == pytest.approx(local.scores, abs=1e-5)
-        before = PairRanker.from_pretrained(pairrm_original, device="cpu").rank("question 9", cands)
-        assert local.scores != pytest.approx(before.scores, abs=1e-6)  # the served weights are the trained ones
-    finally:
-        serve.delete("trained")
+    url = deploy(scripted_app_args(trained, gen_fuser_dir), "trained")
+    cands = ["good answer 9", "meh", "bad answer 9"]
+    r = httpx.post(f"{url}/v1/rank", json={"source": "question 9", "candidates": cands}, timeout=60)
+    assert r.status_code == 200, r.text
+    local = PairRanker.from_pretrained(trained, device="cpu").rank("question 9", cands)
+    assert r.json()["order"] == local.order
+    assert r.json()["scores"] == pytest.approx(local.scores, abs=1e-5)
+    before = PairRanker.from_pretrained(pairrm_original, device="cpu").rank("question 9", cands)
+    assert local.scores != pytest.approx(before.scores, abs=1e-6)  # the served weights are the trained ones

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import time
 
 import openai
 import pytest
@@ -40,11 +39,7 @@ GREEDY = {"temperature": 0, "max_tokens": 6}
 
 
 @pytest.fixture(scope="module")
-def app_url(ray_cluster, llama_server):
-    from ray import serve
-
-    from deployments.builder import build_app
-
+def app_url(deploy, llama_server):
     generators = [
         {"name": "smol", "backend": "openai", "model": "smol", "options": {"base_url": llama_server}},
         {"name": "paris", "backend": "scripted", "options": {"template": "Sunny in Paris: {prompt}"}},
@@ -55,11 +50,7 @@ def app_url(ray_cluster, llama_server):
                          "fusion": "never", "top_k": 2, "deadline_s": 30.0},
             "deployments": {**{g["name"]: ZERO for g in generators}, "ranker": ZERO, "ingress": ZERO},
             "limits": {"max_prompt_chars": 20000}}
-    t0 = time.perf_counter()
-    serve.run(build_app(args), name=APP, route_prefix=f"/{APP}")
-    print(f"app ready in {time.perf_counter() - t0:.1f}s")
-    yield f"{ray_cluster}/{APP}"
-    serve.delete(APP)
+    return deploy(args, APP)
 
 
 @pytest.fixture(scope="module")
