@@ -29,8 +29,8 @@ from deployments.errors import error_body, to_http_error
 from deployments.protocol import (
     ChatCompletionRequest, ChatCompletionResponse, CompareRequest, CompareResponse, CompletionRequest,
     CompletionResponse, FuseRequest, FuseResponse, HealthResponse, ModelList, RankRequest, RankResponse,
-    ResponseObject, ResponsesRequest,
 )
+from deployments.responses_api import ResponseObject, ResponsesRequest
 from deployments.serving import BlenderServing
 
 __all__ = ["app", "current_serving"]

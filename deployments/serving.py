@@ -33,10 +33,10 @@ from deployments.errors import to_http_error
 from deployments.protocol import (
     AssistantMessage, BlendRequest, ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
     ChunkChoice, CompareRequest, CompareResponse, CompletionChoice, CompletionRequest, CompletionResponse,
-    DeltaMessage, FuseRequest, FuseResponse, HealthResponse, ModelCard, ModelList, NOT_IN_RESPONSES, NOT_ON_ENSEMBLE,
-    OutputMessage, OutputText, RankRequest, RankResponse, ResponseObject, ResponsesRequest, ResponseUsage, UsageInfo,
-    new_id,
+    DeltaMessage, FuseRequest, FuseResponse, HealthResponse, ModelCard, ModelList, NOT_ON_ENSEMBLE, RankRequest,
+    RankResponse, UsageInfo, new_id,
 )
+from deployments.responses_api import NOT_IN_RESPONSES, OutputMessage, OutputText, ResponseObject, ResponsesRequest, ResponseUsage
 
 __all__ = ["BlenderServing", "sse_frame", "SSE_DONE"]
 
