@@ -271,6 +271,27 @@ def test_langchain_json_mode(chat_model):
     assert json.loads(bound.invoke("Which city?").content)["country"] == "France"
 
 
+def test_langchain_structured_output_by_its_default_method(chat_model):
+    """``with_structured_output(Model)`` sends a strict json_schema by default (langchain-openai >= 0.3):
+    the answer comes back parsed into the model. Function calling, its other method, is refused on the
+    ensemble with a 400 that LangChain raises as is."""
+    from pydantic import BaseModel, ConfigDict
+
+    class Place(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        city: str
+        country: str
+
+    place = chat_model.with_structured_output(Place).invoke("Which city? Answer in JSON.")
+    assert isinstance(place, Place) and place.country == "France"
+    raw = chat_model.with_structured_output(Place, include_raw=True).invoke("Which city?")
+    assert raw["parsing_error"] is None and raw["parsed"] == place
+    assert raw["raw"].response_metadata["model_name"] == "blender"
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat_model.with_structured_output(Place, method="function_calling").invoke("Which city?")
+    assert refused.value.body["param"] == "tools"
+
+
 # -- LiteLLM ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
