@@ -30,10 +30,10 @@ __all__ = [
     "ChatCompletionRequest", "CompletionRequest", "BlendRequest", "RankRequest", "CompareRequest", "FuseRequest",
     # responses
     "UsageInfo", "ChatCompletionResponse", "ChatChoice", "AssistantMessage", "ChatCompletionChunk", "ChunkChoice",
-    "DeltaMessage", "CompletionResponse", "CompletionChoice", "RankResponse", "CompareResponse", "FuseResponse",
+    "DeltaMessage", "CompletionResponse", "CompletionChoice", "CompletionChunk", "CompletionChunkChoice", "RankResponse", "CompareResponse", "FuseResponse",
     "ModelCard", "ModelList", "HealthResponse", "ErrorInfo", "ErrorResponse", "new_id",
     # what is ignored, what is refused
-    "IGNORED_FIELDS", "NOT_ON_ENSEMBLE",
+    "IGNORED_FIELDS", "NOT_ON_ENSEMBLE", "NOT_IN_COMPLETIONS",
 ]
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / Infinity: 400 "should be a finite number"
@@ -236,8 +236,31 @@ class ChatCompletionRequest(_SamplingFields):
         return super().sampling().model_copy(update={"response_format": self.response_format})
 
 
+#: Text completion fields refused with a 400 naming them when they ask for something (the legacy
+#: API's own; LangChain's ``OpenAI`` LLM sends ``logprobs: null`` on every call).
+NOT_IN_COMPLETIONS: dict[str, str] = {
+    "logprobs": "no token log-probabilities are returned on this route; the ensemble's candidates' scores and "
+                "ranks are in the 'blender' provenance object",
+    "echo": "the prompt is not echoed; prepend it to the answer yourself",
+    "suffix": "insertion (text after the completion) is not supported; send the text before it as the prompt",
+    "best_of": "best_of is not supported; the ensemble already ranks several models' answers: use model 'blender'",
+}
+
+
 class CompletionRequest(_SamplingFields):
     prompt: Union[str, list[str]]
+    # The legacy completions API's own fields: accepted when they ask nothing, else refused (NOT_IN_COMPLETIONS).
+    logprobs: Optional[int] = Field(None, ge=0, le=5, description="Refused when set.")
+    echo: Optional[bool] = Field(None, description="Refused when true.")
+    suffix: Optional[str] = Field(None, description="Refused when set.")
+    best_of: Optional[int] = Field(None, ge=1, description="Refused over 1.")
+
+    def unsupported(self) -> list[str]:
+        """The fields of NOT_IN_COMPLETIONS this request asks for (logprobs=0 asks for the chosen
+        tokens' log-probabilities; best_of=1, echo=false and an empty suffix ask nothing)."""
+        asked = {"logprobs": self.logprobs is not None, "echo": bool(self.echo), "suffix": bool(self.suffix),
+                 "best_of": (self.best_of or 1) > 1}
+        return [name for name in NOT_IN_COMPLETIONS if asked[name]]
 
     @field_validator("prompt")
     @classmethod
@@ -405,6 +428,28 @@ class CompletionChoice(BaseModel):
 class CompletionResponse(_Answer):
     object: Literal["text_completion"] = "text_completion"
     choices: list[CompletionChoice]
+
+
+class CompletionChunkChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: Optional[str] = None
+    logprobs: None = None
+
+
+class CompletionChunk(BaseModel):
+    """One server-sent event of a streamed text completion (OpenAI sends these with the object name
+    of a whole completion); chunks with no choices carry the usage or the Progress, as on chat."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChunkChoice]
+    usage: Optional[UsageInfo] = Field(None, exclude_if=_unset)
+    blender: Optional[Union[Provenance, Progress]] = Field(
+        None, exclude_if=_unset, description="As on ChatCompletionChunk: the Provenance on the last chunk with a choice, "
+        "the Progress (when asked) on a chunk with no choices before the text.")
 
 
 class ErrorInfo(BaseModel):

@@ -114,8 +114,8 @@ async def chat_completions(body: ChatCompletionRequest, serving: BlenderServing 
 
 
 @app.post("/v1/completions", response_model=CompletionResponse)
-async def completions(body: CompletionRequest, serving: BlenderServing = Serving) -> CompletionResponse:
-    return await serving.complete(body)
+async def completions(body: CompletionRequest, serving: BlenderServing = Serving):
+    return _respond(await serving.complete(body), "text/event-stream")
 
 
 @app.post("/v1/responses", response_model=ResponseObject)

@@ -7,19 +7,15 @@ its target cannot honour (a 400 naming the field) or, for a base model whose bac
 requests (``Generator.raw_chat``: the openai one), sends the request to that model's server as it
 is (tools, tool turns, logprobs) and relays its answer, plain or streamed, under our id; assembles
 chat and text completions (``n`` > 1: the next-ranked distinct candidates as further choices) and
-Responses API answers, and the server-sent events of a streamed answer (chat chunks, or the
-Responses API's typed events; with ``stream_options.include_provenance``, the pipeline's ranked
-Progress before the answer). Both the HTTP routes (``deployments.router``) and the handle API
-(``deployments.ingress``) call it.
+Responses API answers; streamed, it turns the answer into events (text pieces, with
+``stream_options.include_provenance`` the pipeline's ranked Progress before them, then the end)
+that ``deployments.streams`` frames for each API. Both the HTTP routes (``deployments.router``)
+and the handle API (``deployments.ingress``) call it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import json
 import logging
-import time
 from typing import Any, AsyncIterator, NoReturn, Optional, Sequence, Union
 
 from blender_serve import structured
@@ -29,34 +25,21 @@ from blender_serve.pipeline import Blender
 from blender_serve.types import BlendResult, ChatMessage, Progress, Provenance, SamplingParams, Usage
 from deployments.access import AccessGuard, charge_tokens
 from deployments.config import AppArgs
-from deployments.errors import to_http_error
 from deployments.protocol import (
-    AssistantMessage, BlendRequest, ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
-    ChunkChoice, CompareRequest, CompareResponse, CompletionChoice, CompletionRequest, CompletionResponse,
-    DeltaMessage, FuseRequest, FuseResponse, HealthResponse, ModelCard, ModelList, NOT_ON_ENSEMBLE, RankRequest,
+    AssistantMessage, BlendRequest, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
+    CompareRequest, CompareResponse, CompletionChoice, CompletionRequest, CompletionResponse,
+    FuseRequest, FuseResponse, HealthResponse, ModelCard, ModelList, NOT_IN_COMPLETIONS, NOT_ON_ENSEMBLE, RankRequest,
     RankResponse, UsageInfo, new_id,
 )
-from deployments.responses_api import NOT_IN_RESPONSES, OutputMessage, OutputText, ResponseObject, ResponsesRequest, ResponseUsage
+from deployments.responses_api import NOT_IN_RESPONSES, ResponseObject, ResponsesRequest
+from deployments.streams import (
+    Event, StreamEnd, charged_pieces, chat_sse, completion_sse, relayed_sse, response_object, response_sse, started,
+    total_tokens,
+)
 
-__all__ = ["BlenderServing", "sse_frame", "SSE_DONE"]
+__all__ = ["BlenderServing"]
 
 logger = logging.getLogger("ray.serve")
-
-SSE_DONE = "data: [DONE]\n\n"
-
-
-def sse_frame(event) -> str:
-    """One server-sent event carrying a pydantic model as JSON."""
-    return f"data: {event.model_dump_json()}\n\n"
-
-
-@dataclasses.dataclass(frozen=True)
-class _End:
-    """The end of a streamed answer: how it finished, what it cost, and (ensemble) its provenance."""
-
-    finish_reason: str
-    usage: Optional[Usage]
-    provenance: Optional[Provenance] = None
 
 
 class BlenderServing:
@@ -130,23 +113,21 @@ class BlenderServing:
         self._check_fields(body, target, sampling, NOT_ON_ENSEMBLE)
         rid = _response_id("chatcmpl")
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = self._pass_through_events(target, messages, sampling) if target else \
-                self._blend_events(messages, body.blender, sampling, _progress_asked(body))
-            return await self._sse(rid, body.model, events, include_usage)
+            return await chat_sse(rid, body.model, self._events(target, messages, body, sampling), _usage_asked(body))
         text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, rid)
         return ChatCompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance, choices=[
             ChatChoice(index=i, message=AssistantMessage(content=t), finish_reason=f)
             for i, (t, f) in enumerate(_choices(text, finish, provenance, body.n))])
 
-    async def complete(self, body: CompletionRequest) -> CompletionResponse:
-        """A text completion (not streamed)."""
+    async def complete(self, body: CompletionRequest) -> Union[CompletionResponse, AsyncIterator[str]]:
+        """A text completion, or with ``stream`` its SSE frames (``n`` > 1 as on chat)."""
         messages, sampling = body.core_messages(), body.sampling()
         target = self._checked_target(body, messages, sampling)
-        if body.stream:
-            raise InvalidInputError("stream=true is supported on /v1/chat/completions only")
-        self._check_fields(body, target, sampling, {})
+        self._check_fields(body, target, sampling, NOT_IN_COMPLETIONS)
         rid = _response_id("cmpl")
+        if body.stream:
+            return await completion_sse(rid, body.model, self._events(target, messages, body, sampling),
+                                        _usage_asked(body))
         text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, rid)
         return CompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance, choices=[
             CompletionChoice(index=i, text=t, finish_reason=f) for i, (t, f) in enumerate(_choices(text, finish, provenance, body.n))])
@@ -161,16 +142,14 @@ class BlenderServing:
                 "max_output_tokens": body.max_output_tokens, "temperature": body.temperature, "top_p": body.top_p,
                 "metadata": body.metadata or {}, "text": {"format": {"type": fmt.type if fmt is not None else "text"}}}
         if body.stream:
-            events = self._pass_through_events(target, messages, sampling) if target else \
-                self._blend_events(messages, body.blender, sampling, _progress_asked(body))
-            return await self._response_sse(base, events)
+            return await response_sse(base, self._events(target, messages, body, sampling))
         text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, base["id"])
-        return _response_object(base, text, finish, usage, provenance)
+        return response_object(base, text, finish, usage, provenance)
 
     async def _chat_raw(self, body: ChatCompletionRequest, target: str) -> Union[dict[str, Any], AsyncIterator[str]]:
         """Base model ``target``'s own server answers the whole request (tools, tool turns,
         logprobs): its answer as it gave it, with this response's id and the model name asked for
-        (usage kept); streamed, its chunks as SSE frames (``_relayed_sse``)."""
+        (usage kept); streamed, its chunks as SSE frames (``streams.relayed_sse``)."""
         self.check_limits(body.messages, body.sampling(), chars=body.chars())
         if body.blender is not None:
             raise InvalidInputError(f"the 'blender' options apply to ensembles only; drop them or use model {self.ensemble!r}")
@@ -179,10 +158,10 @@ class BlenderServing:
                                             f"send n=1", param="n")
         rid, generator = _response_id("chatcmpl"), self.blender.generators[target]
         if body.stream:
-            chunks = await _started(await generator.chat_raw(body.passthrough_body(), stream=True))
-            return _relayed_sse(rid, body.model, chunks, bool(body.stream_options and body.stream_options.include_usage))
+            chunks = await started(await generator.chat_raw(body.passthrough_body(), stream=True))
+            return relayed_sse(rid, body.model, chunks, bool(body.stream_options and body.stream_options.include_usage))
         answer = await generator.chat_raw(body.passthrough_body())
-        charge_tokens(_total_tokens(answer.get("usage")))
+        charge_tokens(total_tokens(answer.get("usage")))
         return {**answer, "id": rid, "model": body.model}
 
     def _checked_target(self, body, messages: list[ChatMessage], sampling: SamplingParams) -> Optional[str]:
@@ -220,7 +199,7 @@ class BlenderServing:
             raise UnsupportedParameterError(f"Unsupported parameter: '{name}' is not supported with the ensemble "
                                             f"{self.ensemble!r}; {refused[name]}", param=name)
         backend = self._backends[target]
-        if refused is not NOT_ON_ENSEMBLE:  # the Responses API relays nothing
+        if refused is not NOT_ON_ENSEMBLE:  # the Responses and completions APIs relay nothing
             raise UnsupportedParameterError(f"Unsupported parameter: '{name}' is not supported with base model {target!r} "
                                             f"(backend {backend!r}) on this route; {refused[name]}", param=name)
         what = "tool turns in 'messages'" if name == "messages" else f"'{name}'"
@@ -270,17 +249,23 @@ class BlenderServing:
             self.metrics.failed(type(exc).__name__)
 
     # ------------------------------------------------------------------ streaming
-    async def _pass_through_events(self, target: str, messages, sampling) -> AsyncIterator[Union[str, _End]]:
+    def _events(self, target: Optional[str], messages, body, sampling) -> AsyncIterator[Event]:
+        """The streamed answer of ``target`` (a base model) or, for None, of the ensemble."""
+        if target is not None:
+            return self._pass_through_events(target, messages, sampling)
+        return self._blend_events(messages, body.blender, sampling, _progress_asked(body))
+
+    async def _pass_through_events(self, target: str, messages, sampling) -> AsyncIterator[Event]:
         messages = structured.instructed(messages, structured.requested(sampling))
         finish, usage = None, None
         async for chunk in self.blender.generators[target].stream(messages, sampling):
             if chunk.text:
                 yield chunk.text
             finish, usage = chunk.finish_reason or finish, chunk.usage or usage
-        yield _End(finish or "stop", usage)
+        yield StreamEnd(finish or "stop", usage)
 
     async def _blend_events(self, messages, options, sampling, progress: bool = False
-                            ) -> AsyncIterator[Union[str, Progress, _End]]:
+                            ) -> AsyncIterator[Event]:
         """The answer's pieces, then its end; with ``progress`` the ranked candidates before them."""
         stream = self.blender.stream(messages, options, sampling)
         try:
@@ -292,92 +277,7 @@ class BlenderServing:
             raise
         result = stream.result
         self._record(result)
-        yield _End(result.finish_reason, result.usage, result.provenance())
-
-    async def _sse(self, rid: str, model: str, events: AsyncIterator[Union[str, Progress, _End]],
-                   include_usage: bool) -> AsyncIterator[str]:
-        """The SSE frames of a streamed chat completion, ending with ``[DONE]``: the role, a Progress
-        as a chunk with no choices (when asked), the text deltas, the finish reason with the
-        provenance, the usage (when asked).
-
-        The answer runs up to its first event here, so that bad input, unknown models and "too
-        few candidates" still get their own status code rather than a half-open stream; a failure
-        after that is reported in-band as an error frame.
-        """
-        created = int(time.time())
-
-        def chunk(**fields) -> str:
-            return sse_frame(ChatCompletionChunk(id=rid, model=model, created=created, **fields))
-
-        events = await _started(events)
-
-        async def frames() -> AsyncIterator[str]:
-            yield chunk(choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
-            try:
-                async for event in events:
-                    if isinstance(event, _End):
-                        charge_tokens(event.usage.total_tokens if event.usage is not None else 0)
-                        yield chunk(choices=[ChunkChoice(finish_reason=event.finish_reason)], blender=event.provenance)
-                        if include_usage and event.usage is not None:
-                            yield chunk(choices=[], usage=UsageInfo.of(event.usage))
-                    elif isinstance(event, Progress):
-                        yield chunk(choices=[], blender=event)
-                    else:
-                        yield chunk(choices=[ChunkChoice(delta=DeltaMessage(content=event))])
-            except Exception as exc:  # the status is sent already: report in-band
-                yield sse_frame(to_http_error(exc)[1])
-            yield SSE_DONE
-
-        return frames()
-
-    async def _response_sse(self, base: dict[str, Any], events: AsyncIterator[Union[str, Progress, _End]]
-                            ) -> AsyncIterator[str]:
-        """The SSE events of a streamed Responses API answer, as the official clients read them:
-        response.created, .in_progress, .output_item.added, .content_part.added, (when asked)
-        response.blender.progress with the Progress, .output_text.delta (one per piece),
-        .output_text.done, .content_part.done, .output_item.done, then .completed (or .incomplete
-        at the token limit; .failed after a failure mid-stream)."""
-        events = await _started(events)
-        msg_id = new_id("msg")
-        where = {"item_id": msg_id, "output_index": 0, "content_index": 0}
-
-        async def frames() -> AsyncIterator[str]:
-            seq = itertools.count()
-
-            def frame(kind: str, **data) -> str:
-                return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': next(seq), **data})}\n\n"
-
-            started = ResponseObject(**base, status="in_progress").model_dump(mode="json")
-            yield frame("response.created", response=started)
-            yield frame("response.in_progress", response=started)
-            yield frame("response.output_item.added", output_index=0,
-                        item=OutputMessage(id=msg_id, status="in_progress").model_dump(mode="json"))
-            yield frame("response.content_part.added", **where, part=OutputText(text="").model_dump(mode="json"))
-            pieces, end = [], _End("stop", None)
-            try:
-                async for event in events:
-                    if isinstance(event, _End):
-                        end = event
-                        charge_tokens(event.usage.total_tokens if event.usage is not None else 0)
-                    elif isinstance(event, Progress):
-                        yield frame("response.blender.progress", blender=event.model_dump(mode="json"))
-                    else:
-                        pieces.append(event)
-                        yield frame("response.output_text.delta", **where, delta=event, logprobs=[])
-            except Exception as exc:  # the status is sent already: report in-band
-                error = to_http_error(exc)[1].error
-                failed = ResponseObject(**base, status="failed", error={"code": error.code, "message": error.message})
-                yield frame("response.failed", response=failed.model_dump(mode="json"))
-                return
-            text = "".join(pieces)
-            done = _response_object(base, text, end.finish_reason, end.usage or Usage(), end.provenance, msg_id)
-            yield frame("response.output_text.done", **where, text=text, logprobs=[])
-            yield frame("response.content_part.done", **where, part=OutputText(text=text).model_dump(mode="json"))
-            yield frame("response.output_item.done", output_index=0, item=done.output[0].model_dump(mode="json"))
-            yield frame("response.completed" if done.status == "completed" else "response.incomplete",
-                        response=done.model_dump(mode="json"))
-
-        return frames()
+        yield StreamEnd(result.finish_reason, result.usage, result.provenance())
 
     # ------------------------------------------------------------------ native API (HTTP and handles)
     async def blend(self, req: BlendRequest) -> BlendResult:
@@ -401,8 +301,8 @@ class BlenderServing:
         so that bad input fails with a status code)."""
         fuser = self._fuser(req)
         if req.stream:
-            chunks = await _started(fuser.stream(req.instruction, req.input, req.candidates, None, **_fuse_overrides(req)))
-            return _charged_pieces(chunks)
+            chunks = await started(fuser.stream(req.instruction, req.input, req.candidates, None, **_fuse_overrides(req)))
+            return charged_pieces(chunks)
         out = await fuser.afuse(req.instruction, req.input, req.candidates, None, **_fuse_overrides(req))
         charge_tokens(out.usage.total_tokens)
         return FuseResponse(text=out.text, usage=out.usage)
@@ -414,61 +314,14 @@ class BlenderServing:
         return self.blender.fuser
 
 
+def _usage_asked(body) -> bool:
+    """Whether a streamed request asked for a last chunk with the usage (``stream_options.include_usage``)."""
+    return bool(body.stream_options is not None and body.stream_options.include_usage)
+
+
 def _progress_asked(body) -> bool:
     """Whether a streamed request asked for the Progress event (``stream_options.include_provenance``)."""
     return bool(body.stream_options is not None and body.stream_options.include_provenance)
-
-
-async def _started(stream: AsyncIterator) -> AsyncIterator:
-    """``stream`` run up to its first item here, then the same items from the start: a failure
-    before anything was produced (bad input, an unknown model, too few candidates) is raised to
-    the caller, who can still answer with a status code instead of a half-open stream."""
-    iterator = stream.__aiter__()
-    try:
-        first = await iterator.__anext__()
-    except StopAsyncIteration:
-        return iterator
-
-    async def replay() -> AsyncIterator:
-        yield first
-        async for item in iterator:
-            yield item
-
-    return replay()
-
-
-async def _charged_pieces(chunks: AsyncIterator) -> AsyncIterator[str]:
-    """The text of streamed fuser chunks; the usage on the last one is charged to the caller's key."""
-    async for chunk in chunks:
-        if chunk.text:
-            yield chunk.text
-        if chunk.usage is not None:
-            charge_tokens(chunk.usage.total_tokens)
-
-
-async def _relayed_sse(rid: str, model: str, chunks: AsyncIterator[dict[str, Any]], include_usage: bool
-                       ) -> AsyncIterator[str]:
-    """The SSE frames of a base model's server's streamed answer: its chunks with our id and model
-    name (usage only when the client asked: we always ask, to charge it), then ``[DONE]``; a
-    failure mid-stream is reported in-band, as on ``_sse``."""
-    usage = None
-    try:
-        async for chunk in chunks:
-            usage = chunk.get("usage") or usage
-            if not include_usage:
-                if chunk.get("usage") and not chunk.get("choices"):
-                    continue
-                chunk = {k: v for k, v in chunk.items() if k != "usage"}
-            yield f"data: {json.dumps({**chunk, 'id': rid, 'model': model})}\n\n"
-    except Exception as exc:  # the status is sent already: report in-band
-        yield sse_frame(to_http_error(exc)[1])
-    charge_tokens(_total_tokens(usage))
-    yield SSE_DONE
-
-
-def _total_tokens(usage: Optional[dict[str, Any]]) -> int:
-    total = (usage or {}).get("total_tokens")
-    return total if isinstance(total, int) else 0
 
 
 def _choices(text: str, finish: str, provenance: Optional[Provenance], n: int) -> list[tuple[str, str]]:
@@ -481,15 +334,6 @@ def _choices(text: str, finish: str, provenance: Optional[Provenance], n: int) -
         if all(c.text != t for t, _ in choices):
             choices.append((c.text, c.finish_reason or "stop"))
     return choices
-
-
-def _response_object(base: dict[str, Any], text: str, finish: str, usage: Usage, provenance: Optional[Provenance],
-                     msg_id: Optional[str] = None) -> ResponseObject:
-    """A finished Responses API answer: 'incomplete' when the token budget ran out."""
-    status = "incomplete" if finish == "length" else "completed"
-    message = OutputMessage(id=msg_id or new_id("msg"), status=status, content=[OutputText(text=text)])
-    return ResponseObject(**base, status=status, output=[message], usage=ResponseUsage.of(usage), blender=provenance,
-                          incomplete_details={"reason": "max_output_tokens"} if status == "incomplete" else None)
 
 
 def _fuse_overrides(req: FuseRequest) -> dict[str, Any]:

@@ -91,6 +91,26 @@ def test_completions_route(client):
     assert resp.choices[0].text in ("alpha says: Say hi", "beta gives a longer answer about Say hi")
 
 
+def test_completions_stream_adds_up_to_the_one_shot_answer(client):
+    request = {"model": "blender", "prompt": "Name a colour", "extra_body": {"blender": {"models": ["alpha", "beta"]}}}
+    one_shot = client.completions.create(**request)
+    chunks = list(client.completions.create(**request, stream=True,
+                                            stream_options={"include_usage": True, "include_provenance": True}))
+    assert all(c.object == "text_completion" and c.id == chunks[0].id for c in chunks)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == one_shot.choices[0].text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == \
+        [one_shot.choices[0].finish_reason]
+    progress = [i for i, c in enumerate(chunks) if not c.choices and (c.model_extra or {}).get("blender")]
+    first_text = next(i for i, c in enumerate(chunks) if c.choices and c.choices[0].text)
+    assert len(progress) == 1 and progress[0] < first_text
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    assert final.model_extra["blender"]["fused"] is True
+    assert chunks[-1].choices == [] and chunks[-1].usage == one_shot.usage
+    base = list(client.completions.create(model="beta", prompt="ping", max_tokens=2, stream=True))
+    assert "".join(c.choices[0].text for c in base) == "beta gives" and base[-1].choices[0].finish_reason == "length"
+    assert not any((c.model_extra or {}).get("blender") for c in base)
+
+
 def test_ensemble_options_in_the_extension_field(client):
     resp = client.chat.completions.create(model="blender", messages=[{"role": "user", "content": "hi"}],
                                           extra_body={"blender": {"models": ["alpha", "beta"], "fusion": "never", "strategy": "bubble"}})
@@ -148,6 +168,8 @@ def test_responses_are_typed_in_the_openapi_schema(blender_app):
 def test_a_stream_that_fails_before_its_first_piece_gets_a_status_code(blender_app):
     for path, body in [("/v1/chat/completions", {"model": "blender", "stream": True, "blender": {"models": ["broken"]},
                                                  "messages": [{"role": "user", "content": "hi"}]}),
+                       ("/v1/completions", {"model": "blender", "stream": True, "blender": {"models": ["broken"]},
+                                            "prompt": "hi"}),
                        ("/v1/fuse", {"instruction": "q", "candidates": ["a", "b"], "stream": True, "num_beams": 4})]:
         r = httpx.post(f"{blender_app}{path}", timeout=60, json=body)
         assert r.status_code in (400, 503) and r.json()["error"]["message"], r.text

@@ -158,6 +158,22 @@ def test_logprobs_and_tools_on_the_ensemble_are_a_400_naming_the_field(client, k
     assert f"'{param}'" in body["message"] and hint in body["message"]
 
 
+@pytest.mark.parametrize("model", ["blender", "paris"])
+@pytest.mark.parametrize("kwargs, param", [
+    ({"logprobs": 0}, "logprobs"), ({"logprobs": 2}, "logprobs"), ({"echo": True}, "echo"),
+    ({"suffix": " and so on."}, "suffix"), ({"best_of": 2}, "best_of"),
+])
+def test_legacy_completion_fields_that_ask_something_are_a_400_naming_them(client, model, kwargs, param):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model=model, prompt="Which city?", **kwargs)
+    assert info.value.body["param"] == param and f"'{param}'" in info.value.body["message"]
+
+
+def test_legacy_completion_fields_that_ask_nothing_are_accepted(client):
+    resp = client.completions.create(model="blender", prompt="Which city?", logprobs=None, echo=False, suffix="", best_of=1)
+    assert resp.choices[0].text
+
+
 def test_tools_on_a_base_model_name_its_backend(client):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="paris", messages=MSG, tools=[TOOL])
@@ -292,6 +308,15 @@ def test_langchain_structured_output_by_its_default_method(chat_model):
     assert refused.value.body["param"] == "tools"
 
 
+def test_langchain_completions_llm_invoke_and_stream(app_url):
+    """LangChain's ``OpenAI`` LLM speaks ``/v1/completions``, streamed or not."""
+    from langchain_openai import OpenAI
+
+    llm = OpenAI(model="blender", base_url=f"{app_url}/v1", api_key="unused", max_retries=0, timeout=60)
+    answer = llm.invoke("Which city?")
+    assert answer and "".join(llm.stream("Which city?")) == answer  # scripted ranker and fuser: deterministic
+
+
 # -- LiteLLM ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -316,6 +341,16 @@ def test_litellm_plain_streamed_and_json(litellm_mod, app_url):
     assert json.loads(as_json.choices[0].message.content)["country"] == "France"
     schema = litellm_mod.completion(**common, response_format=PLACE)
     assert set(json.loads(schema.choices[0].message.content)) == {"city", "country"}
+
+
+def test_litellm_text_completion_plain_and_streamed(litellm_mod, app_url):
+    """``text-completion-openai/`` is LiteLLM's provider for ``/v1/completions``."""
+    common = {"model": "text-completion-openai/blender", "api_base": f"{app_url}/v1", "api_key": "unused",
+              "prompt": "Which city?", "timeout": 60}
+    answer = litellm_mod.text_completion(**common).choices[0].text
+    assert answer
+    streamed = "".join(c.choices[0].text or "" for c in litellm_mod.text_completion(**common, stream=True) if c.choices)
+    assert streamed == answer
 
 
 def test_a_responses_stream_that_fails_before_its_first_event_gets_a_status_code(app_url):

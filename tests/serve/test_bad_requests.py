@@ -58,7 +58,7 @@ BAD = [
     ("top_k over models", CHAT, {"model": "blender", "messages": MSG, "blender": {"top_k": 99}}, 400),
     ("zero deadline", CHAT, {"model": "blender", "messages": MSG, "blender": {"deadline_s": 0}}, 400),
     ("ensemble options on a base model", CHAT, {"model": "alpha", "messages": MSG, "blender": {"top_k": 1}}, 400),
-    ("streamed completions", "/v1/completions", {"model": "blender", "prompt": "hi", "stream": True}, 400),
+    ("n > 1 streamed completions", "/v1/completions", {"model": "blender", "prompt": "hi", "n": 2, "stream": True}, 400),
     ("two prompts", "/v1/completions", {"model": "blender", "prompt": ["a", "b"]}, 400),
     ("rank one candidate", "/v1/rank", {"source": "q", "candidates": ["only"]}, 400),
     ("rank too many candidates", "/v1/rank", {"source": "q", "candidates": ["c"] * 7}, 400),

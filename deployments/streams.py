@@ -1,0 +1,220 @@
+"""Server-sent events of streamed answers, from one kind of event stream.
+
+``deployments.serving`` turns an answer (one base model's, or the ensemble's) into events: text
+pieces, a ``Progress`` (the ranked candidates, when the client asked), then one ``StreamEnd``. Here
+they become the frames each API streams: chat completion chunks (``chat_sse``), text completion
+chunks (``completion_sse``) and the Responses API's typed events (``response_sse``); a base model's
+server's own chunks are relayed by ``relayed_sse``. Every stream is run up to its first event before
+it is returned (``started``), so that a failure before any text still gets its own status code; a
+failure after that is reported in-band, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+from typing import Any, AsyncIterator, Callable, Optional, Union
+
+from pydantic import BaseModel
+
+from blender_serve.types import Progress, Provenance, Usage
+from deployments.access import charge_tokens
+from deployments.errors import to_http_error
+from deployments.protocol import (
+    ChatCompletionChunk, ChunkChoice, CompletionChunk, CompletionChunkChoice, DeltaMessage, UsageInfo, new_id,
+)
+from deployments.responses_api import OutputMessage, OutputText, ResponseObject, ResponseUsage
+
+__all__ = ["SSE_DONE", "sse_frame", "StreamEnd", "Event", "started", "charged_pieces", "relayed_sse", "total_tokens",
+           "chat_sse", "completion_sse", "response_sse", "response_object"]
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+def sse_frame(event: BaseModel) -> str:
+    """One server-sent event carrying a pydantic model as JSON."""
+    return f"data: {event.model_dump_json()}\n\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamEnd:
+    """The end of a streamed answer: how it finished, what it cost, and (ensemble) its provenance."""
+
+    finish_reason: str
+    usage: Optional[Usage]
+    provenance: Optional[Provenance] = None
+
+
+#: What a streamed answer is made of: text pieces, a Progress (when asked), then one StreamEnd.
+Event = Union[str, Progress, StreamEnd]
+
+
+async def started(stream: AsyncIterator) -> AsyncIterator:
+    """``stream`` run up to its first item here, then the same items from the start: a failure
+    before anything was produced (bad input, an unknown model, too few candidates) is raised to
+    the caller, who can still answer with a status code instead of a half-open stream."""
+    iterator = stream.__aiter__()
+    try:
+        first = await iterator.__anext__()
+    except StopAsyncIteration:
+        return iterator
+
+    async def replay() -> AsyncIterator:
+        yield first
+        async for item in iterator:
+            yield item
+
+    return replay()
+
+
+async def charged_pieces(chunks: AsyncIterator) -> AsyncIterator[str]:
+    """The text of streamed fuser chunks; the usage on the last one is charged to the caller's key."""
+    async for chunk in chunks:
+        if chunk.text:
+            yield chunk.text
+        if chunk.usage is not None:
+            charge_tokens(chunk.usage.total_tokens)
+
+
+async def relayed_sse(rid: str, model: str, chunks: AsyncIterator[dict[str, Any]], include_usage: bool
+                      ) -> AsyncIterator[str]:
+    """The SSE frames of a base model's server's streamed answer: its chunks with our id and model
+    name (usage only when the client asked: we always ask, to charge it), then ``[DONE]``; a
+    failure mid-stream is reported in-band, as on ``chat_sse``."""
+    usage = None
+    try:
+        async for chunk in chunks:
+            usage = chunk.get("usage") or usage
+            if not include_usage:
+                if chunk.get("usage") and not chunk.get("choices"):
+                    continue
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            yield f"data: {json.dumps({**chunk, 'id': rid, 'model': model})}\n\n"
+    except Exception as exc:  # the status is sent already: report in-band
+        yield sse_frame(to_http_error(exc)[1])
+    charge_tokens(total_tokens(usage))
+    yield SSE_DONE
+
+
+def total_tokens(usage: Optional[dict[str, Any]]) -> int:
+    total = (usage or {}).get("total_tokens")
+    return total if isinstance(total, int) else 0
+
+
+async def chat_sse(rid: str, model: str, events: AsyncIterator[Event], include_usage: bool) -> AsyncIterator[str]:
+    """A streamed chat completion, ending with ``[DONE]``: the role, a Progress as a chunk with no
+    choices (when asked), the text deltas, the finish reason with the provenance, the usage (when
+    asked)."""
+    created = int(time.time())
+
+    def chunk(**fields) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=rid, model=model, created=created, **fields)
+
+    return await _chunked_sse(
+        events, include_usage, opening=chunk(choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))]),
+        piece=lambda text: chunk(choices=[ChunkChoice(delta=DeltaMessage(content=text))]),
+        end=lambda e: chunk(choices=[ChunkChoice(finish_reason=e.finish_reason)], blender=e.provenance),
+        bare=lambda **fields: chunk(choices=[], **fields))
+
+
+async def completion_sse(rid: str, model: str, events: AsyncIterator[Event], include_usage: bool) -> AsyncIterator[str]:
+    """A streamed text completion (``/v1/completions``), ending with ``[DONE]``: the text pieces,
+    then a chunk with no text that carries the finish reason and the provenance; the same optional
+    chunks with no choices as on chat (the Progress, the usage)."""
+    created = int(time.time())
+
+    def chunk(**fields) -> CompletionChunk:
+        return CompletionChunk(id=rid, model=model, created=created, **fields)
+
+    return await _chunked_sse(
+        events, include_usage, opening=None, piece=lambda text: chunk(choices=[CompletionChunkChoice(text=text)]),
+        end=lambda e: chunk(choices=[CompletionChunkChoice(text="", finish_reason=e.finish_reason)], blender=e.provenance),
+        bare=lambda **fields: chunk(choices=[], **fields))
+
+
+async def _chunked_sse(events: AsyncIterator[Event], include_usage: bool, opening: Optional[BaseModel],
+                       piece: Callable[[str], BaseModel], end: Callable[[StreamEnd], BaseModel],
+                       bare: Callable[..., BaseModel]) -> AsyncIterator[str]:
+    """The frames of chat and text completion streams, which differ only in their chunks' shape:
+    ``piece`` carries text, ``end`` the finish, ``bare`` (no choices) the Progress or the usage."""
+    events = await started(events)
+
+    async def frames() -> AsyncIterator[str]:
+        if opening is not None:
+            yield sse_frame(opening)
+        try:
+            async for event in events:
+                if isinstance(event, StreamEnd):
+                    charge_tokens(event.usage.total_tokens if event.usage is not None else 0)
+                    yield sse_frame(end(event))
+                    if include_usage and event.usage is not None:
+                        yield sse_frame(bare(usage=UsageInfo.of(event.usage)))
+                elif isinstance(event, Progress):
+                    yield sse_frame(bare(blender=event))
+                else:
+                    yield sse_frame(piece(event))
+        except Exception as exc:  # the status is sent already: report in-band
+            yield sse_frame(to_http_error(exc)[1])
+        yield SSE_DONE
+
+    return frames()
+
+
+async def response_sse(base: dict[str, Any], events: AsyncIterator[Event]) -> AsyncIterator[str]:
+    """The SSE events of a streamed Responses API answer, as the official clients read them:
+    response.created, .in_progress, .output_item.added, .content_part.added, (when asked)
+    response.blender.progress with the Progress, .output_text.delta (one per piece),
+    .output_text.done, .content_part.done, .output_item.done, then .completed (or .incomplete
+    at the token limit; .failed after a failure mid-stream)."""
+    events = await started(events)
+    msg_id = new_id("msg")
+    where = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+
+    async def frames() -> AsyncIterator[str]:
+        seq = itertools.count()
+
+        def frame(kind: str, **data) -> str:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': next(seq), **data})}\n\n"
+
+        opening = ResponseObject(**base, status="in_progress").model_dump(mode="json")
+        yield frame("response.created", response=opening)
+        yield frame("response.in_progress", response=opening)
+        yield frame("response.output_item.added", output_index=0,
+                    item=OutputMessage(id=msg_id, status="in_progress").model_dump(mode="json"))
+        yield frame("response.content_part.added", **where, part=OutputText(text="").model_dump(mode="json"))
+        pieces, end = [], StreamEnd("stop", None)
+        try:
+            async for event in events:
+                if isinstance(event, StreamEnd):
+                    end = event
+                    charge_tokens(event.usage.total_tokens if event.usage is not None else 0)
+                elif isinstance(event, Progress):
+                    yield frame("response.blender.progress", blender=event.model_dump(mode="json"))
+                else:
+                    pieces.append(event)
+                    yield frame("response.output_text.delta", **where, delta=event, logprobs=[])
+        except Exception as exc:  # the status is sent already: report in-band
+            error = to_http_error(exc)[1].error
+            failed = ResponseObject(**base, status="failed", error={"code": error.code, "message": error.message})
+            yield frame("response.failed", response=failed.model_dump(mode="json"))
+            return
+        text = "".join(pieces)
+        done = response_object(base, text, end.finish_reason, end.usage or Usage(), end.provenance, msg_id)
+        yield frame("response.output_text.done", **where, text=text, logprobs=[])
+        yield frame("response.content_part.done", **where, part=OutputText(text=text).model_dump(mode="json"))
+        yield frame("response.output_item.done", output_index=0, item=done.output[0].model_dump(mode="json"))
+        yield frame("response.completed" if done.status == "completed" else "response.incomplete",
+                    response=done.model_dump(mode="json"))
+
+    return frames()
+
+
+def response_object(base: dict[str, Any], text: str, finish: str, usage: Usage, provenance: Optional[Provenance],
+                    msg_id: Optional[str] = None) -> ResponseObject:
+    """A finished Responses API answer: 'incomplete' when the token budget ran out."""
+    status = "incomplete" if finish == "length" else "completed"
+    message = OutputMessage(id=msg_id or new_id("msg"), status=status, content=[OutputText(text=text)])
+    return ResponseObject(**base, status=status, output=[message], usage=ResponseUsage.of(usage), blender=provenance,
+                          incomplete_details={"reason": "max_output_tokens"} if status == "incomplete" else None)
