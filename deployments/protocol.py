@@ -404,18 +404,25 @@ class ChunkChoice(BaseModel):
     logprobs: None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    """One server-sent event of a streamed chat completion; the usage-only chunk has no choices."""
+class _Chunk(BaseModel):
+    """One server-sent event of a streamed completion; chunks with no choices carry the usage or the Progress."""
 
     id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    object: str
     created: int
     model: str
-    choices: list[ChunkChoice]
+    choices: list[Any]
     usage: Optional[UsageInfo] = Field(None, exclude_if=_unset)
     blender: Optional[Union[Provenance, Progress]] = Field(
-        None, exclude_if=_unset, description="On the last content chunk of an ensemble answer (the Provenance); with "
-        "stream_options.include_provenance also on a chunk with no choices before the answer (the Progress).")
+        None, exclude_if=_unset, description="On the last chunk with a choice of an ensemble answer (the Provenance); "
+        "with stream_options.include_provenance also on a chunk with no choices before the answer (the Progress).")
+
+
+class ChatCompletionChunk(_Chunk):
+    """One server-sent event of a streamed chat completion."""
+
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    choices: list[ChunkChoice]
 
 
 class CompletionChoice(BaseModel):
@@ -437,19 +444,11 @@ class CompletionChunkChoice(BaseModel):
     logprobs: None = None
 
 
-class CompletionChunk(BaseModel):
-    """One server-sent event of a streamed text completion (OpenAI sends these with the object name
-    of a whole completion); chunks with no choices carry the usage or the Progress, as on chat."""
+class CompletionChunk(_Chunk):
+    """One server-sent event of a streamed text completion (OpenAI names it as a whole completion)."""
 
-    id: str
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
     choices: list[CompletionChunkChoice]
-    usage: Optional[UsageInfo] = Field(None, exclude_if=_unset)
-    blender: Optional[Union[Provenance, Progress]] = Field(
-        None, exclude_if=_unset, description="As on ChatCompletionChunk: the Provenance on the last chunk with a choice, "
-        "the Progress (when asked) on a chunk with no choices before the text.")
 
 
 class ErrorInfo(BaseModel):
