@@ -11,6 +11,8 @@ __all__ = ["free_port"]
 # Ray's workers take ports 10002-19999 by default; the kernel hands out ports from its ephemeral range
 # (32768-60999 on Linux) to every outgoing connection and every bind to port 0, Ray's own included.
 _RAY_WORKER_PORTS_END = 19999
+#: The ports this process handed out.
+_GIVEN: set[int] = set()
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -33,12 +35,15 @@ def free_port() -> int:
     high = _ephemeral_range()[0] - 1
     candidates = random.sample(range(low, high + 1), min(64, high - low + 1)) if high > low else []
     for port in candidates:
+        if port in _GIVEN:  # handed out already and maybe not bound yet: a second server would collide
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _GIVEN.add(port)
+        return port
     with socket.socket() as s:  # no gap on this machine: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
