@@ -152,7 +152,7 @@ class _SamplingFields(_IgnoredFields):
     seed: Optional[int] = Field(None, ge=-2**63, lt=2**63, description="A 64-bit integer.")
     stop: Optional[Union[str, list[str]]] = None
     n: int = Field(1, ge=1, le=64, description="Choices to return: the ensemble's answer, then the next-ranked distinct "
-                   "candidates (the ensemble only; not streamed).")
+                   "candidates (the ensemble only).")
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     # Accepted for client compatibility; the ensemble does not use them.

@@ -33,8 +33,8 @@ from deployments.protocol import (
 )
 from deployments.responses_api import NOT_IN_RESPONSES, ResponseObject, ResponsesRequest
 from deployments.streams import (
-    Event, StreamEnd, charged_pieces, chat_sse, completion_sse, relayed_sse, response_object, response_sse, started,
-    total_tokens,
+    Event, StreamEnd, charged_pieces, chat_sse, completion_sse, ranked_choices, relayed_sse, response_object,
+    response_sse, started, total_tokens,
 )
 
 __all__ = ["BlenderServing"]
@@ -100,7 +100,7 @@ class BlenderServing:
 
     async def chat(self, body: ChatCompletionRequest) -> Union[ChatCompletionResponse, dict[str, Any], AsyncIterator[str]]:
         """A ChatCompletionResponse, or with ``stream`` the SSE frames of the answer. With ``n`` > 1
-        (the ensemble, not streamed) choice 0 is the answer and the others the next-ranked distinct
+        (the ensemble) choice 0 is the answer and the others the next-ranked distinct
         candidates: fewer than ``n`` when fewer distinct answers came back. Tools, tool turns and
         logprobs on a base model that relays them: its server's answer as a dict (or its SSE frames)."""
         if names := body.unsupported():
@@ -113,11 +113,11 @@ class BlenderServing:
         self._check_fields(body, target, sampling, NOT_ON_ENSEMBLE)
         rid = _response_id("chatcmpl")
         if body.stream:
-            return await chat_sse(rid, body.model, self._events(target, messages, body, sampling), _usage_asked(body))
+            return await chat_sse(rid, body.model, self._events(target, messages, body, sampling), _usage_asked(body), body.n)
         text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, rid)
         return ChatCompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance, choices=[
             ChatChoice(index=i, message=AssistantMessage(content=t), finish_reason=f)
-            for i, (t, f) in enumerate(_choices(text, finish, provenance, body.n))])
+            for i, (t, f) in enumerate(ranked_choices(text, finish, provenance, body.n))])
 
     async def complete(self, body: CompletionRequest) -> Union[CompletionResponse, AsyncIterator[str]]:
         """A text completion, or with ``stream`` its SSE frames (``n`` > 1 as on chat)."""
@@ -127,10 +127,11 @@ class BlenderServing:
         rid = _response_id("cmpl")
         if body.stream:
             return await completion_sse(rid, body.model, self._events(target, messages, body, sampling),
-                                        _usage_asked(body))
+                                        _usage_asked(body), body.n)
         text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, rid)
         return CompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance, choices=[
-            CompletionChoice(index=i, text=t, finish_reason=f) for i, (t, f) in enumerate(_choices(text, finish, provenance, body.n))])
+            CompletionChoice(index=i, text=t, finish_reason=f)
+            for i, (t, f) in enumerate(ranked_choices(text, finish, provenance, body.n))])
 
     async def respond(self, body: ResponsesRequest) -> Union[ResponseObject, AsyncIterator[str]]:
         """The Responses API (text): a ResponseObject, or with ``stream`` its SSE events."""
@@ -183,8 +184,6 @@ class BlenderServing:
             selected = len(body.blender.models) if body.blender is not None and body.blender.models else len(self.blender.generators)
             if target is not None:
                 why = f"base model {target!r} answers one choice; send n=1, or model {self.ensemble!r} for its ranked candidates"
-            elif body.stream:
-                why = "a stream carries one choice; send n=1, or stream=false for the ranked candidates"
             elif n > selected:
                 why = f"the ensemble has {selected} selected models, so at most {selected} choices; lower n"
             else:
@@ -322,18 +321,6 @@ def _usage_asked(body) -> bool:
 def _progress_asked(body) -> bool:
     """Whether a streamed request asked for the Progress event (``stream_options.include_provenance``)."""
     return bool(body.stream_options is not None and body.stream_options.include_provenance)
-
-
-def _choices(text: str, finish: str, provenance: Optional[Provenance], n: int) -> list[tuple[str, str]]:
-    """(text, finish reason) of up to ``n`` choices: the answer, then the next-ranked candidates
-    whose text differs from every choice before them."""
-    choices = [(text, finish)]
-    for c in provenance.candidates if provenance is not None and n > 1 else []:
-        if len(choices) >= n:
-            break
-        if all(c.text != t for t, _ in choices):
-            choices.append((c.text, c.finish_reason or "stop"))
-    return choices
 
 
 def _fuse_overrides(req: FuseRequest) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from deployments.protocol import (
 from deployments.responses_api import OutputMessage, OutputText, ResponseObject, ResponseUsage
 
 __all__ = ["SSE_DONE", "sse_frame", "StreamEnd", "Event", "started", "charged_pieces", "relayed_sse", "total_tokens",
-           "chat_sse", "completion_sse", "response_sse", "response_object"]
+           "chat_sse", "completion_sse", "response_sse", "response_object", "ranked_choices"]
 
 SSE_DONE = "data: [DONE]\n\n"
 
@@ -103,63 +103,90 @@ def total_tokens(usage: Optional[dict[str, Any]]) -> int:
     return total if isinstance(total, int) else 0
 
 
-async def chat_sse(rid: str, model: str, events: AsyncIterator[Event], include_usage: bool) -> AsyncIterator[str]:
+async def chat_sse(rid: str, model: str, events: AsyncIterator[Event], include_usage: bool, n: int = 1
+                   ) -> AsyncIterator[str]:
     """A streamed chat completion, ending with ``[DONE]``: the role, a Progress as a chunk with no
-    choices (when asked), the text deltas, the finish reason with the provenance, the usage (when
-    asked)."""
+    choices (when asked), the text deltas, the finish reason with the provenance, with ``n`` > 1
+    the further choices (``ranked_choices``) each as one delta and its finish, the usage (when asked)."""
     created = int(time.time())
 
     def chunk(**fields) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=rid, model=model, created=created, **fields)
 
     return await _chunked_sse(
-        events, include_usage, opening=chunk(choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))]),
-        piece=lambda text: chunk(choices=[ChunkChoice(delta=DeltaMessage(content=text))]),
-        end=lambda e: chunk(choices=[ChunkChoice(finish_reason=e.finish_reason)], blender=e.provenance),
+        events, include_usage, n,
+        opening=lambda i: chunk(choices=[ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))]),
+        piece=lambda i, text: chunk(choices=[ChunkChoice(index=i, delta=DeltaMessage(content=text))]),
+        end=lambda i, finish, provenance: chunk(choices=[ChunkChoice(index=i, finish_reason=finish)], blender=provenance),
         bare=lambda **fields: chunk(choices=[], **fields))
 
 
-async def completion_sse(rid: str, model: str, events: AsyncIterator[Event], include_usage: bool) -> AsyncIterator[str]:
+async def completion_sse(rid: str, model: str, events: AsyncIterator[Event], include_usage: bool, n: int = 1
+                         ) -> AsyncIterator[str]:
     """A streamed text completion (``/v1/completions``), ending with ``[DONE]``: the text pieces,
-    then a chunk with no text that carries the finish reason and the provenance; the same optional
-    chunks with no choices as on chat (the Progress, the usage)."""
+    then a chunk with no text that carries the finish reason and the provenance; ``n`` and the
+    optional chunks with no choices (the Progress, the usage) as on chat."""
     created = int(time.time())
 
     def chunk(**fields) -> CompletionChunk:
         return CompletionChunk(id=rid, model=model, created=created, **fields)
 
     return await _chunked_sse(
-        events, include_usage, opening=None, piece=lambda text: chunk(choices=[CompletionChunkChoice(text=text)]),
-        end=lambda e: chunk(choices=[CompletionChunkChoice(text="", finish_reason=e.finish_reason)], blender=e.provenance),
+        events, include_usage, n, opening=None,
+        piece=lambda i, text: chunk(choices=[CompletionChunkChoice(index=i, text=text)]),
+        end=lambda i, finish, provenance: chunk(choices=[CompletionChunkChoice(index=i, text="", finish_reason=finish)],
+                                                blender=provenance),
         bare=lambda **fields: chunk(choices=[], **fields))
 
 
-async def _chunked_sse(events: AsyncIterator[Event], include_usage: bool, opening: Optional[BaseModel],
-                       piece: Callable[[str], BaseModel], end: Callable[[StreamEnd], BaseModel],
+async def _chunked_sse(events: AsyncIterator[Event], include_usage: bool, n: int,
+                       opening: Optional[Callable[[int], BaseModel]], piece: Callable[[int, str], BaseModel],
+                       end: Callable[[int, str, Optional[Provenance]], BaseModel],
                        bare: Callable[..., BaseModel]) -> AsyncIterator[str]:
     """The frames of chat and text completion streams, which differ only in their chunks' shape:
-    ``piece`` carries text, ``end`` the finish, ``bare`` (no choices) the Progress or the usage."""
+    ``opening`` starts a choice, ``piece`` carries its text, ``end`` its finish, ``bare`` (no
+    choices) the Progress or the usage."""
     events = await started(events)
 
     async def frames() -> AsyncIterator[str]:
         if opening is not None:
-            yield sse_frame(opening)
+            yield sse_frame(opening(0))
+        pieces: list[str] = []
         try:
             async for event in events:
                 if isinstance(event, StreamEnd):
                     charge_tokens(event.usage.total_tokens if event.usage is not None else 0)
-                    yield sse_frame(end(event))
+                    yield sse_frame(end(0, event.finish_reason, event.provenance))
+                    further = ranked_choices("".join(pieces), event.finish_reason, event.provenance, n)[1:]
+                    for i, (text, finish) in enumerate(further, start=1):
+                        if opening is not None:
+                            yield sse_frame(opening(i))
+                        yield sse_frame(piece(i, text))
+                        yield sse_frame(end(i, finish, None))
                     if include_usage and event.usage is not None:
                         yield sse_frame(bare(usage=UsageInfo.of(event.usage)))
                 elif isinstance(event, Progress):
                     yield sse_frame(bare(blender=event))
                 else:
-                    yield sse_frame(piece(event))
+                    pieces.append(event)
+                    yield sse_frame(piece(0, event))
         except Exception as exc:  # the status is sent already: report in-band
             yield sse_frame(to_http_error(exc)[1])
         yield SSE_DONE
 
     return frames()
+
+
+def ranked_choices(text: str, finish: str, provenance: Optional[Provenance], n: int) -> list[tuple[str, str]]:
+    """(text, finish reason) of up to ``n`` choices: the answer, then the next-ranked candidates
+    whose text differs from every choice before them."""
+    choices = [(text, finish)]
+    for c in provenance.candidates if provenance is not None and n > 1 else []:
+        if len(choices) >= n:
+            break
+        if all(c.text != t for t, _ in choices):
+            choices.append((c.text, c.finish_reason or "stop"))
+    return choices
 
 
 async def response_sse(base: dict[str, Any], events: AsyncIterator[Event]) -> AsyncIterator[str]:

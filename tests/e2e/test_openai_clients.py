@@ -127,13 +127,32 @@ def test_n_returns_the_answer_then_the_next_ranked_distinct_candidates(client):
     assert len(texts) == 2 and len(set(texts)) == 2 and all(json.loads(t) for t in texts)
 
 
-@pytest.mark.parametrize("kwargs, param", [
-    ({"n": 5}, "n"), ({"n": 2, "stream": True}, "n"),
-])
-def test_n_that_cannot_be_served_is_a_400_naming_n(client, kwargs, param):
+def test_n_streamed_sends_the_same_choices_by_index(client):
+    """Choice 0 streams as it is written; the further choices follow it whole, each with its finish."""
+    for kwargs in ({"n": 3, "extra_body": {"blender": {"fusion": "never"}}},
+                   {"n": 2, "response_format": {"type": "json_object"}, "extra_body": {"blender": {"models": ["paris", "lyon"]}}}):
+        whole = client.chat.completions.create(model="blender", messages=MSG, **kwargs)
+        chunks = list(client.chat.completions.create(model="blender", messages=MSG, stream=True, **kwargs))
+        texts: dict[int, str] = {}
+        finishes: dict[int, str] = {}
+        for c in chunks:
+            for choice in c.choices:
+                texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+                if choice.finish_reason:
+                    finishes[choice.index] = choice.finish_reason
+        assert texts == {c.index: c.message.content for c in whole.choices}
+        assert finishes == {c.index: c.finish_reason for c in whole.choices}
+        assert [c.model_extra.get("blender") is not None for c in chunks].count(True) == 1  # the provenance, once
+    legacy = list(client.completions.create(model="blender", prompt="Which city?", n=2, stream=True,
+                                            extra_body={"blender": {"fusion": "never"}}))
+    assert sorted({choice.index for c in legacy for choice in c.choices}) == [0, 1]
+
+
+@pytest.mark.parametrize("model, kwargs", [("blender", {"n": 5}), ("paris", {"n": 2}), ("paris", {"n": 2, "stream": True})])
+def test_n_that_cannot_be_served_is_a_400_naming_n(client, model, kwargs):
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="blender", messages=MSG, **kwargs)
-    assert info.value.body["param"] == param
+        client.chat.completions.create(model=model, messages=MSG, **kwargs)
+    assert info.value.body["param"] == "n"
 
 
 def test_fields_that_change_nothing_are_accepted(client):
