@@ -45,5 +45,9 @@ def test_overload_is_answered_at_once_with_503_and_retry_after(tight_app):
     print(json.dumps(out.summary()))
     assert out.lost == 0 and out.error_5xx == 0 and out.bad_503 == 0
     assert out.answered >= 4 and out.unavailable >= 40 and out.answered + out.unavailable == 64
-    assert out.percentile(50, "unavailable") < 0.5  # rejected at once, not after waiting in a queue
+    # Rejected at once, not after waiting in a queue: a queued request waits for at least one 1 s
+    # model call, so rejections come back in well under half the answered requests' time. (A ratio,
+    # not seconds: the proxy takes its time through a burst of 64 on a loaded 2-core machine; 0.36 s
+    # alone, 1.06 s once within the whole suite, with answers at 2.7 and 3.5 s.)
+    assert out.percentile(50, "unavailable") < 0.5 * out.percentile(50, "full")
     assert out.percentile(100, "full") < 10
