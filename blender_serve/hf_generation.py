@@ -110,12 +110,13 @@ class GenerationWorker:
         return self._executor.submit(self._generate, prompts, kwargs, seed, threading.Event(), None).result()
 
     async def arun(self, prompts: Sequence[Sequence[int]], kwargs: dict[str, Any], seed: Optional[int] = None,
-                   streamer=None) -> list[list[int]]:
+                   streamer=None, logits: Optional[list] = None) -> list[list[int]]:
         """``run`` awaited: cancelling the caller (a deadline, a client gone) stops the generation
-        at its next token, so the model is free for the next call."""
+        at its next token, so the model is free for the next call. A ``logits`` list (one prompt)
+        receives the raw logits of every step, a 1-D float tensor each."""
         cancel = threading.Event()
         future = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._generate, prompts, kwargs, seed, cancel, streamer)
+            self._executor, self._generate, prompts, kwargs, seed, cancel, streamer, logits)
         try:
             return await future
         except asyncio.CancelledError:
@@ -123,9 +124,10 @@ class GenerationWorker:
             raise
 
     # -- streaming ----------------------------------------------------------------------------
-    def stream(self, prompt: Sequence[int], kwargs: dict[str, Any], seed: Optional[int] = None) -> "TokenStream":
-        """One prompt's generation as text pieces (see :class:`TokenStream`)."""
-        return TokenStream(self, prompt, kwargs, seed)
+    def stream(self, prompt: Sequence[int], kwargs: dict[str, Any], seed: Optional[int] = None,
+               logits: Optional[list] = None) -> "TokenStream":
+        """One prompt's generation as text pieces (see :class:`TokenStream`); ``logits`` as on ``arun``."""
+        return TokenStream(self, prompt, kwargs, seed, logits)
 
     def finish_reason(self, new_ids: Sequence[int], max_new_tokens: int, stopped: bool) -> str:
         """'stop' for an eos or a stop string, 'length' when the token budget ran out."""
@@ -134,7 +136,8 @@ class GenerationWorker:
         return "length" if len(new_ids) >= max_new_tokens else "stop"
 
     # -- on the worker thread ----------------------------------------------------------------
-    def _generate(self, prompts, kwargs, seed, cancel: threading.Event, streamer) -> list[list[int]]:
+    def _generate(self, prompts, kwargs, seed, cancel: threading.Event, streamer, logits: Optional[list] = None
+                  ) -> list[list[int]]:
         import torch
 
         try:
@@ -148,6 +151,8 @@ class GenerationWorker:
                                      "stopping_criteria": self._criteria_list([self._stop_when_set(cancel, self._count_step)])}
             if streamer is not None:
                 extra["streamer"] = streamer
+            if logits is not None:
+                extra.update(output_logits=True, return_dict_in_generate=True)
             with torch.inference_mode():  # a reused cache holds inference tensors: reset it in this mode
                 if self._static is not None:
                     extra.update(self._static.generate_kwargs(rows=len(prompts) * kwargs.get("num_beams", 1),
@@ -155,6 +160,9 @@ class GenerationWorker:
                                                               max_new_tokens=kwargs["max_new_tokens"]))
                 out = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                           **kwargs, **extra)
+            if logits is not None:
+                logits.extend(step[0].float().cpu() for step in out.logits)
+                out = out.sequences
             return self._completions(out, input_ids.shape[1])
         finally:
             # generate ends a stream itself on success; after an error or an early exit its consumer
@@ -197,8 +205,9 @@ class TokenStream:
     at its next token; ``stop()`` does so while the remaining pieces are still drained (a stop
     string matched). A failure of the generation is raised, as it is, after the last piece."""
 
-    def __init__(self, worker: GenerationWorker, prompt: Sequence[int], kwargs: dict[str, Any], seed: Optional[int]):
-        self._worker, self._prompt, self._kwargs, self._seed = worker, list(prompt), kwargs, seed
+    def __init__(self, worker: GenerationWorker, prompt: Sequence[int], kwargs: dict[str, Any], seed: Optional[int],
+                 logits: Optional[list] = None):
+        self._worker, self._prompt, self._kwargs, self._seed, self._logits = worker, list(prompt), kwargs, seed, logits
         self._cancel = threading.Event()
         self.new_ids: Optional[list[int]] = None
 
@@ -210,7 +219,8 @@ class TokenStream:
         worker = self._worker
         streamer = worker._streamer_cls(worker.tokenizer, skip_prompt=True, skip_special_tokens=True)
         future = asyncio.get_running_loop().run_in_executor(
-            worker._executor, worker._generate, [self._prompt], self._kwargs, self._seed, self._cancel, streamer)
+            worker._executor, worker._generate, [self._prompt], self._kwargs, self._seed, self._cancel, streamer,
+            self._logits)
         try:
             async for piece in streamer:
                 if piece:

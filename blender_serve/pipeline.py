@@ -37,6 +37,7 @@ from blender_serve.errors import (
     InvalidInputError,
     NotEnoughCandidatesError,
     UnknownModelError,
+    UnsupportedParameterError,
     validated,
 )
 from blender_serve.interfaces import FuserProtocol, GeneratorProtocol, RankerProtocol
@@ -322,6 +323,9 @@ class Blender:
         if sampling is not None:
             sampling = validated(SamplingParams, sampling, "sampling params")
             structured.check_format(structured.requested(sampling))
+            if sampling.logprobs is not None:
+                raise UnsupportedParameterError("the ensemble's answer is ranked and fused from several models, so no "
+                                                "token log-probabilities describe it; ask one base model", param="logprobs")
         return messages, opts, sampling
 
     # ------------------------------------------------------------------ the stages, once

@@ -26,6 +26,8 @@ __all__ = [
     "Progress",
     "FusionOutput",
     "GenerationChunk",
+    "TopLogprob",
+    "TokenLogprob",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -79,6 +81,10 @@ class SamplingParams(BaseModel):
     response_format: Optional[ResponseFormat] = Field(
         None, description="The shape of the answer (JSON mode, a JSON schema): the models are asked for it (natively "
         "where the backend can enforce it) and the ensemble keeps only answers that have it.")
+    logprobs: Optional[int] = Field(
+        None, ge=0, le=20, description="One base model only: every generated token's log-probability under the "
+        "model, with this many most likely alternatives (0: the chosen token's alone). Backends that compute "
+        "them have Generator.token_logprobs; an ensemble's answer has none.")
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -122,6 +128,8 @@ class Generation(BaseModel):
     finish_reason: Optional[str] = Field(None, description="'stop', 'length' or None if unknown.")
     latency_s: float = Field(0.0, description="Wall time of the call.")
     time_to_first_token_s: Optional[float] = None
+    logprobs: Optional[list[TokenLogprob]] = Field(None, description="When asked (SamplingParams.logprobs): every "
+                                                   "generated token's, as on GenerationChunk.")
 
 
 class FusionOutput(BaseModel):
@@ -244,6 +252,22 @@ class BlendResult(Provenance):
         return Provenance.model_validate(self.model_dump(include=set(Provenance.model_fields)))
 
 
+class TopLogprob(BaseModel):
+    """A token and its log-probability under the model (OpenAI's ``top_logprobs[]`` entry)."""
+
+    model_config = _FROZEN
+    token: str = Field(description="The token's text (undecodable bytes replaced).")
+    logprob: float
+    bytes: list[int] = Field(description="The token's UTF-8 bytes (a token may hold part of a character).")
+
+
+class TokenLogprob(TopLogprob):
+    """One generated token: its log-probability and the most likely alternatives at its place
+    (OpenAI's ``choices[].logprobs.content[]`` entry)."""
+
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
 class GenerationChunk(BaseModel):
     """One piece of a streamed generation. The last chunk carries finish_reason and usage."""
 
@@ -251,3 +275,6 @@ class GenerationChunk(BaseModel):
     text: str = ""
     finish_reason: Optional[str] = None
     usage: Optional[Usage] = None
+    logprobs: Optional[list[TokenLogprob]] = Field(
+        None, description="When asked (SamplingParams.logprobs): the tokens generated since the previous chunk. "
+        "Their texts join to the generated text, which a stop sequence may have cut shorter.")

@@ -23,7 +23,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from blender_serve.config import BlendOptions
 from blender_serve.errors import UnsupportedParameterError
-from blender_serve.types import ChatMessage, Progress, Provenance, RankResult, ResponseFormat, SamplingParams, Usage
+from blender_serve.types import (
+    ChatMessage, Progress, Provenance, RankResult, ResponseFormat, SamplingParams, TokenLogprob, Usage,
+)
 
 __all__ = [
     # requests
@@ -33,7 +35,7 @@ __all__ = [
     "DeltaMessage", "CompletionResponse", "CompletionChoice", "CompletionChunk", "CompletionChunkChoice", "RankResponse", "CompareResponse", "FuseResponse",
     "ModelCard", "ModelList", "HealthResponse", "ErrorInfo", "ErrorResponse", "new_id",
     # what is ignored, what is refused
-    "IGNORED_FIELDS", "NOT_ON_ENSEMBLE", "NOT_IN_COMPLETIONS",
+    "IGNORED_FIELDS", "NOT_ON_ENSEMBLE", "NOT_IN_COMPLETIONS", "LOGPROB_FIELDS", "ChoiceLogprobs",
 ]
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN / Infinity: 400 "should be a finite number"
@@ -193,6 +195,10 @@ NOT_ON_ENSEMBLE: dict[str, str] = {
 }
 
 
+#: The chat fields a base model whose backend computes log-probabilities answers itself.
+LOGPROB_FIELDS = ("logprobs", "top_logprobs")
+
+
 def _set(value) -> bool:
     """Whether an optional client field asks for something (None, False, empty and 'none' ask nothing)."""
     return value not in (None, False, "none") and value != [] and value != {}
@@ -208,8 +214,15 @@ class ChatCompletionRequest(_SamplingFields):
     tool_choice: Optional[Union[str, dict[str, Any]]] = Field(None, description="As tools ('none' asks nothing).")
     functions: Optional[list[dict[str, Any]]] = Field(None, description="As tools.")
     function_call: Optional[Union[str, dict[str, Any]]] = Field(None, description="As tools ('none' asks nothing).")
-    logprobs: Optional[bool] = Field(None, description="Base models on the openai backend only.")
-    top_logprobs: Optional[int] = Field(None, ge=0, le=20, description="As logprobs.")
+    logprobs: Optional[bool] = Field(None, description="One base model only, on a backend that computes them "
+                                     "(llama_cpp, transformers, vllm) or relays them (openai).")
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20, description="With logprobs: this many alternatives per token.")
+
+    @model_validator(mode="after")
+    def _top_logprobs_needs_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=true")
+        return self
 
     def core_messages(self) -> list[ChatMessage]:
         return [m.to_core() for m in self.messages]
@@ -233,14 +246,16 @@ class ChatCompletionRequest(_SamplingFields):
         return sum(len(m.text()) + (len(json.dumps(m.tool_calls)) if m.tool_calls else 0) for m in self.messages)
 
     def sampling(self) -> SamplingParams:
-        return super().sampling().model_copy(update={"response_format": self.response_format})
+        logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        return super().sampling().model_copy(update={"response_format": self.response_format, "logprobs": logprobs})
 
 
 #: Text completion fields refused with a 400 naming them when they ask for something (the legacy
 #: API's own; LangChain's ``OpenAI`` LLM sends ``logprobs: null`` on every call).
 NOT_IN_COMPLETIONS: dict[str, str] = {
-    "logprobs": "no token log-probabilities are returned on this route; the ensemble's candidates' scores and "
-                "ranks are in the 'blender' provenance object",
+    "logprobs": "no token log-probabilities are returned on this route; ask one base model on "
+                "/v1/chat/completions with logprobs=true, or see the ensemble's candidates' scores and ranks in the "
+                "'blender' provenance object",
     "echo": "the prompt is not echoed; prepend it to the answer yourself",
     "suffix": "insertion (text after the completion) is not supported; send the text before it as the prompt",
     "best_of": "best_of is not supported; the ensemble already ranks several models' answers: use model 'blender'",
@@ -370,11 +385,18 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class ChoiceLogprobs(BaseModel):
+    """A choice's token log-probabilities (``logprobs: true`` on one base model that computes them)."""
+
+    content: Optional[list[TokenLogprob]] = None
+    refusal: Optional[list[TokenLogprob]] = None
+
+
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: str
-    logprobs: None = None
+    logprobs: Optional[ChoiceLogprobs] = None
 
 
 class _Answer(BaseModel):
@@ -401,7 +423,7 @@ class ChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage = Field(default_factory=DeltaMessage)
     finish_reason: Optional[str] = None
-    logprobs: None = None
+    logprobs: Optional[ChoiceLogprobs] = None
 
 
 class _Chunk(BaseModel):

@@ -22,18 +22,18 @@ from blender_serve import structured
 from blender_serve.errors import InvalidInputError, UnknownModelError, UnsupportedParameterError
 from blender_serve.generators import GENERATORS
 from blender_serve.pipeline import Blender
-from blender_serve.types import BlendResult, ChatMessage, Progress, Provenance, SamplingParams, Usage
+from blender_serve.types import BlendResult, ChatMessage, Progress, Provenance, SamplingParams, TokenLogprob, Usage
 from deployments.access import AccessGuard, charge_tokens
 from deployments.config import AppArgs
 from deployments.protocol import (
-    AssistantMessage, BlendRequest, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
-    CompareRequest, CompareResponse, CompletionChoice, CompletionRequest, CompletionResponse,
+    LOGPROB_FIELDS, AssistantMessage, BlendRequest, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
+    ChoiceLogprobs, CompareRequest, CompareResponse, CompletionChoice, CompletionRequest, CompletionResponse,
     FuseRequest, FuseResponse, HealthResponse, ModelCard, ModelList, NOT_IN_COMPLETIONS, NOT_ON_ENSEMBLE, RankRequest,
     RankResponse, UsageInfo, new_id,
 )
 from deployments.responses_api import NOT_IN_RESPONSES, ResponseObject, ResponsesRequest
 from deployments.streams import (
-    Event, StreamEnd, charged_pieces, chat_sse, completion_sse, ranked_choices, relayed_sse, response_object,
+    Event, Piece, StreamEnd, charged_pieces, chat_sse, completion_sse, ranked_choices, relayed_sse, response_object,
     response_sse, started, total_tokens,
 )
 
@@ -107,16 +107,18 @@ class BlenderServing:
             target = self._target(body.model)
             if target is not None and self._relays(target):
                 return await self._chat_raw(body, target)
-            self._refuse(names[0], target, NOT_ON_ENSEMBLE)
+            if names := self._refused(names, target, NOT_ON_ENSEMBLE):
+                self._refuse(names[0], target, NOT_ON_ENSEMBLE)
         messages, sampling = body.core_messages(), body.sampling()
         target = self._checked_target(body, messages, sampling)
         self._check_fields(body, target, sampling, NOT_ON_ENSEMBLE)
         rid = _response_id("chatcmpl")
         if body.stream:
             return await chat_sse(rid, body.model, self._events(target, messages, body, sampling), _usage_asked(body), body.n)
-        text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, rid)
+        text, finish, usage, provenance, logprobs = await self._answer(target, messages, body.blender, sampling, rid)
         return ChatCompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance, choices=[
-            ChatChoice(index=i, message=AssistantMessage(content=t), finish_reason=f)
+            ChatChoice(index=i, message=AssistantMessage(content=t), finish_reason=f,
+                       logprobs=ChoiceLogprobs(content=logprobs) if logprobs is not None else None)
             for i, (t, f) in enumerate(ranked_choices(text, finish, provenance, body.n))])
 
     async def complete(self, body: CompletionRequest) -> Union[CompletionResponse, AsyncIterator[str]]:
@@ -128,7 +130,7 @@ class BlenderServing:
         if body.stream:
             return await completion_sse(rid, body.model, self._events(target, messages, body, sampling),
                                         _usage_asked(body), body.n)
-        text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, rid)
+        text, finish, usage, provenance, _ = await self._answer(target, messages, body.blender, sampling, rid)
         return CompletionResponse(id=rid, model=body.model, usage=UsageInfo.of(usage), blender=provenance, choices=[
             CompletionChoice(index=i, text=t, finish_reason=f)
             for i, (t, f) in enumerate(ranked_choices(text, finish, provenance, body.n))])
@@ -144,7 +146,7 @@ class BlenderServing:
                 "metadata": body.metadata or {}, "text": {"format": {"type": fmt.type if fmt is not None else "text"}}}
         if body.stream:
             return await response_sse(base, self._events(target, messages, body, sampling))
-        text, finish, usage, provenance = await self._answer(target, messages, body.blender, sampling, base["id"])
+        text, finish, usage, provenance, _ = await self._answer(target, messages, body.blender, sampling, base["id"])
         return response_object(base, text, finish, usage, provenance)
 
     async def _chat_raw(self, body: ChatCompletionRequest, target: str) -> Union[dict[str, Any], AsyncIterator[str]]:
@@ -176,7 +178,7 @@ class BlenderServing:
         """UnsupportedParameterError (400, naming the field) for what ``target`` cannot honour: a
         field of ``refused`` (field -> what to do instead), ``n`` > 1 where it cannot be served; and
         InvalidInputError for a response_format whose schema is not a JSON Schema."""
-        names = body.unsupported() if hasattr(body, "unsupported") else []
+        names = self._refused(body.unsupported(), target, refused) if hasattr(body, "unsupported") else []
         if names:
             self._refuse(names[0], target, refused)
         n = getattr(body, "n", 1)
@@ -203,9 +205,20 @@ class BlenderServing:
                                             f"(backend {backend!r}) on this route; {refused[name]}", param=name)
         what = "tool turns in 'messages'" if name == "messages" else f"'{name}'"
         relaying = " or ".join(sorted(b for b, cls in GENERATORS.items() if cls.raw_chat))
-        raise UnsupportedParameterError(
-            f"Unsupported parameter: model {target!r} runs on the {backend} backend, which does not take {what}; "
-            f"base models on the {relaying} backend pass it through to their server (POST /v1/chat/completions)", param=name)
+        how = f"base models on the {relaying} backend pass it through to their server"
+        if name in LOGPROB_FIELDS:
+            computing = ", ".join(sorted(b for b, cls in GENERATORS.items() if cls.token_logprobs))
+            how = f"base models on the {computing} backends compute it, and {how}"
+        raise UnsupportedParameterError(f"Unsupported parameter: model {target!r} runs on the {backend} backend, which "
+                                        f"does not take {what}; {how} (POST /v1/chat/completions)", param=name)
+
+    def _refused(self, names: list[str], target: Optional[str], refused: dict[str, str]) -> list[str]:
+        """``names`` less chat's log-probability fields when base model ``target`` computes them
+        (the completions and Responses routes return none)."""
+        backend = GENERATORS.get(self._backends[target]) if target is not None else None
+        if refused is NOT_ON_ENSEMBLE and backend is not None and backend.token_logprobs:
+            return [name for name in names if name not in LOGPROB_FIELDS]
+        return names
 
     def _relays(self, target: str) -> bool:
         """Whether base model ``target``'s backend relays whole chat requests to its server (``Generator.raw_chat``)."""
@@ -217,18 +230,19 @@ class BlenderServing:
         return {g.name: g.backend for g in self.blender.config.generators}
 
     async def _answer(self, target: Optional[str], messages, options, sampling, rid: str
-                      ) -> tuple[str, str, Usage, Optional[Provenance]]:
-        """(text, finish reason, usage, provenance) from one base model or the ensemble."""
+                      ) -> tuple[str, str, Usage, Optional[Provenance], Optional[list[TokenLogprob]]]:
+        """(text, finish reason, usage, provenance, token log-probabilities when asked) from one
+        base model or the ensemble."""
         if target is not None:
             messages = structured.instructed(messages, structured.requested(sampling))
             gen = await self.blender.generators[target].generate(messages, sampling)
             charge_tokens(gen.usage.total_tokens)
-            return gen.text, gen.finish_reason or "stop", gen.usage, None
+            return gen.text, gen.finish_reason or "stop", gen.usage, None, gen.logprobs
         result = await self._blend(messages, options, sampling)
         charge_tokens(result.usage.total_tokens)
         logger.info("%s answered: fused=%s models=%s errors=%s", rid, result.fused,
                     [c.model for c in result.candidates], list(result.errors))
-        return result.text, result.finish_reason, result.usage, result.provenance()
+        return result.text, result.finish_reason, result.usage, result.provenance(), None
 
     async def _blend(self, messages, options, sampling) -> BlendResult:
         try:
@@ -258,7 +272,9 @@ class BlenderServing:
         messages = structured.instructed(messages, structured.requested(sampling))
         finish, usage = None, None
         async for chunk in self.blender.generators[target].stream(messages, sampling):
-            if chunk.text:
+            if chunk.logprobs:
+                yield Piece(chunk.text, chunk.logprobs)
+            elif chunk.text:
                 yield chunk.text
             finish, usage = chunk.finish_reason or finish, chunk.usage or usage
         yield StreamEnd(finish or "stop", usage)

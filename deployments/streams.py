@@ -19,15 +19,15 @@ from typing import Any, AsyncIterator, Callable, Optional, Union
 
 from pydantic import BaseModel
 
-from blender_serve.types import Progress, Provenance, Usage
+from blender_serve.types import Progress, Provenance, TokenLogprob, Usage
 from deployments.access import charge_tokens
 from deployments.errors import to_http_error
 from deployments.protocol import (
-    ChatCompletionChunk, ChunkChoice, CompletionChunk, CompletionChunkChoice, DeltaMessage, UsageInfo, new_id,
+    ChatCompletionChunk, ChoiceLogprobs, ChunkChoice, CompletionChunk, CompletionChunkChoice, DeltaMessage, UsageInfo, new_id,
 )
 from deployments.responses_api import OutputMessage, OutputText, ResponseObject, ResponseUsage
 
-__all__ = ["SSE_DONE", "sse_frame", "StreamEnd", "Event", "started", "charged_pieces", "relayed_sse", "total_tokens",
+__all__ = ["SSE_DONE", "sse_frame", "StreamEnd", "Piece", "Event", "started", "charged_pieces", "relayed_sse", "total_tokens",
            "chat_sse", "completion_sse", "response_sse", "response_object", "ranked_choices"]
 
 SSE_DONE = "data: [DONE]\n\n"
@@ -47,8 +47,20 @@ class StreamEnd:
     provenance: Optional[Provenance] = None
 
 
+class Piece(str):
+    """A text piece with the log-probabilities of the tokens it came with (one base model, when
+    asked); everywhere else it is the text. Its text may be empty when only tokens came."""
+
+    logprobs: list[TokenLogprob]
+
+    def __new__(cls, text: str, logprobs: list[TokenLogprob]) -> "Piece":
+        piece = super().__new__(cls, text)
+        piece.logprobs = logprobs
+        return piece
+
+
 #: What a streamed answer is made of: text pieces, a Progress (when asked), then one StreamEnd.
-Event = Union[str, Progress, StreamEnd]
+Event = Union[str, Piece, Progress, StreamEnd]
 
 
 async def started(stream: AsyncIterator) -> AsyncIterator:
@@ -113,10 +125,14 @@ async def chat_sse(rid: str, model: str, events: AsyncIterator[Event], include_u
     def chunk(**fields) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=rid, model=model, created=created, **fields)
 
+    def piece(i: int, text: str) -> ChatCompletionChunk:
+        logprobs = ChoiceLogprobs(content=text.logprobs) if isinstance(text, Piece) else None
+        return chunk(choices=[ChunkChoice(index=i, delta=DeltaMessage(content=str(text)), logprobs=logprobs)])
+
     return await _chunked_sse(
         events, include_usage, n,
         opening=lambda i: chunk(choices=[ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))]),
-        piece=lambda i, text: chunk(choices=[ChunkChoice(index=i, delta=DeltaMessage(content=text))]),
+        piece=piece,
         end=lambda i, finish, provenance: chunk(choices=[ChunkChoice(index=i, finish_reason=finish)], blender=provenance),
         bare=lambda **fields: chunk(choices=[], **fields))
 
@@ -133,7 +149,7 @@ async def completion_sse(rid: str, model: str, events: AsyncIterator[Event], inc
 
     return await _chunked_sse(
         events, include_usage, n, opening=None,
-        piece=lambda i, text: chunk(choices=[CompletionChunkChoice(index=i, text=text)]),
+        piece=lambda i, text: chunk(choices=[CompletionChunkChoice(index=i, text=str(text))]),
         end=lambda i, finish, provenance: chunk(choices=[CompletionChunkChoice(index=i, text="", finish_reason=finish)],
                                                 blender=provenance),
         bare=lambda **fields: chunk(choices=[], **fields))

@@ -22,7 +22,7 @@ from blender_serve.activity import Activity
 from blender_serve.config import GeneratorConfig
 from blender_serve.errors import BlenderError, GenerationError, UnsupportedParameterError, validated
 from blender_serve.prompts import normalize_messages
-from blender_serve.types import ChatMessage, Generation, GenerationChunk, SamplingParams, Usage
+from blender_serve.types import ChatMessage, Generation, GenerationChunk, SamplingParams, TokenLogprob, Usage
 
 __all__ = ["Generator", "NoOptions"]
 
@@ -44,6 +44,7 @@ class _Collected:
     usage: Usage
     finish_reason: Optional[str]
     time_to_first_token_s: Optional[float] = None
+    logprobs: Optional[list[TokenLogprob]] = None
 
 
 class Generator(abc.ABC):
@@ -63,6 +64,9 @@ class Generator(abc.ABC):
     #: Whether ``chat_raw`` relays a whole OpenAI chat completion body (tools, logprobs...) to the
     #: model's own server; backends that generate text here take chats through ``generate`` only.
     raw_chat: ClassVar[bool] = False
+    #: Whether the backend computes token log-probabilities (``SamplingParams.logprobs``); the
+    #: others refuse a request for them with UnsupportedParameterError.
+    token_logprobs: ClassVar[bool] = False
 
     def __init__(self, config: GeneratorConfig):
         self.config = config = validated(GeneratorConfig, config, "generator config")
@@ -159,6 +163,7 @@ class Generator(abc.ABC):
             finish_reason=out.finish_reason,
             latency_s=time.perf_counter() - started,
             time_to_first_token_s=None if ttft is None else ttft - started,
+            logprobs=out.logprobs,
         )
 
     def stream(
@@ -189,7 +194,11 @@ class Generator(abc.ABC):
         chat = normalize_messages(messages)
         if self.config.system_prompt and not any(m.role == "system" for m in chat):
             chat.insert(0, ChatMessage(role="system", content=self.config.system_prompt))
-        return chat, self._merge_params(params)
+        sampling = self._merge_params(params)
+        if sampling.logprobs is not None and not self.token_logprobs:
+            raise UnsupportedParameterError(f"generator {self.name!r} ({self.backend}) does not compute token "
+                                            "log-probabilities; drop logprobs", param="logprobs")
+        return chat, sampling
 
     # ------------------------------------------------------------------------- backend extension
     async def _start(self) -> None:  # noqa: B027 - optional hook
@@ -208,14 +217,17 @@ class Generator(abc.ABC):
     async def _generate(self, chat: list[ChatMessage], params: SamplingParams) -> _Collected:
         """Default one-shot path: collect ``_stream``."""
         pieces: list[str] = []
+        logprobs: Optional[list[TokenLogprob]] = [] if params.logprobs is not None else None
         ttft = finish = usage = None
         async for chunk in self._stream(chat, params):
             if chunk.text:
                 ttft = ttft or time.perf_counter()
                 pieces.append(chunk.text)
+            if logprobs is not None and chunk.logprobs:
+                logprobs.extend(chunk.logprobs)
             finish = chunk.finish_reason or finish
             usage = chunk.usage or usage
-        return _Collected("".join(pieces), usage or Usage(), finish, ttft)
+        return _Collected("".join(pieces), usage or Usage(), finish, ttft, logprobs)
 
     # ------------------------------------------------------------------------------------ helpers
     async def _checked_stream(self, chat: list[ChatMessage], params: SamplingParams) -> AsyncIterator[GenerationChunk]:

@@ -14,6 +14,8 @@ it with only what this backend uses).
   them), so a special token a user types never opens a turn.
 - Sampling: temperature 0 or None is greedy; top_k and top_p apply only when set (llama.cpp's own
   defaults, top_k 40 and min_p 0.05, are switched off so a request means what it says elsewhere).
+- Token log-probabilities (``SamplingParams.logprobs``) come from the logits each token was sampled
+  from, sent with the text they belong to (``blender_serve.logprobs``).
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from blender_serve.errors import CheckpointError, InvalidInputError
 from blender_serve.generators.base import Generator
+from blender_serve.logprobs import token_logprob
 from blender_serve.prompts import chat_as_plain_prompt
 from blender_serve.stops import StopMatcher
 from blender_serve.tokenize_safe import Segment, chat_segments
-from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, Usage
+from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, TokenLogprob, Usage
 
 __all__ = ["LlamaCppGenerator", "LlamaCppOptions", "GGUFChatTemplate"]
 
@@ -87,6 +91,7 @@ class LlamaCppGenerator(Generator):
     """
 
     Options = LlamaCppOptions
+    token_logprobs = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -147,22 +152,27 @@ class LlamaCppGenerator(Generator):
         put = lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)  # noqa: E731
         job = loop.run_in_executor(self._executor, self._run, chat, params, cancel, put)
         matcher = StopMatcher(params.stop)
+        logprobs: list[TokenLogprob] = []  # the tokens' entries, sent with the next text that goes out
         try:
             while True:
                 item = await queue.get()
                 if isinstance(item, _Done):
                     break
+                if isinstance(item, TokenLogprob):
+                    logprobs.append(item)
+                    continue
                 text = matcher.push(item)
                 if text:
-                    yield GenerationChunk(text=text)
+                    yield GenerationChunk(text=text, logprobs=logprobs or None)
+                    logprobs = []
                 if matcher.stopped:
                     cancel.set()  # keep draining until the worker says it is done
             done = await job
         finally:
             cancel.set()  # a consumer that left (deadline, disconnect) ends the generation at its next token
         tail = matcher.flush()
-        if tail:
-            yield GenerationChunk(text=tail)
+        if tail or logprobs:
+            yield GenerationChunk(text=tail, logprobs=logprobs or None)
         finish = "stop" if matcher.stopped or done.eog else "length"
         yield GenerationChunk(finish_reason=finish, usage=Usage(prompt_tokens=done.prompt_tokens,
                                                                 completion_tokens=done.completion_tokens))
@@ -190,6 +200,9 @@ class LlamaCppGenerator(Generator):
                     done.eog = True
                     break
                 done.completion_tokens += 1
+                if params.logprobs is not None:  # the logits it was sampled from are still the context's last
+                    logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(llama.n_vocab(),))
+                    put(token_logprob(logits, token, params.logprobs, lambda t: llama.detokenize([t], special=True)))
                 piece = decoder.decode(llama.detokenize([token]))
                 if piece:
                     put(piece)

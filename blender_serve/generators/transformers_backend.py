@@ -18,10 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blender_serve.errors import InvalidInputError
 from blender_serve.generators.base import Generator, _Collected
+from blender_serve.logprobs import token_logprob
 from blender_serve.prompts import chat_as_plain_prompt
 from blender_serve.stops import StopMatcher, truncate_at_stop
 from blender_serve.tokenize_safe import encode_chat, encode_plain
-from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, Usage
+from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, TokenLogprob, Usage
 
 __all__ = ["TransformersGenerator"]
 
@@ -55,6 +56,7 @@ class TransformersGenerator(Generator):
     """
 
     Options = TransformersOptions
+    token_logprobs = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -95,16 +97,18 @@ class TransformersGenerator(Generator):
         input_ids = self._encode(chat)
         kwargs = self._kwargs(params)
         clock = _FirstTokenClock()
-        (new_ids,) = await self._worker.arun([input_ids], kwargs, params.seed, streamer=clock)
+        logits = [] if params.logprobs is not None else None
+        (new_ids,) = await self._worker.arun([input_ids], kwargs, params.seed, streamer=clock, logits=logits)
         text, hit = truncate_at_stop(self._worker.tokenizer.decode(new_ids, skip_special_tokens=True), params.stop)
         usage = Usage(prompt_tokens=len(input_ids), completion_tokens=len(new_ids))
         return _Collected(text, usage, self._worker.finish_reason(new_ids, kwargs["max_new_tokens"], hit),
-                          clock.first_token_at)
+                          clock.first_token_at, self._logprobs(new_ids, logits, params.logprobs))
 
     async def _stream(self, chat: list[ChatMessage], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         input_ids = self._encode(chat)
         kwargs = self._kwargs(params)
-        stream = self._worker.stream(input_ids, kwargs, params.seed)
+        logits = [] if params.logprobs is not None else None
+        stream = self._worker.stream(input_ids, kwargs, params.seed, logits)
         matcher = StopMatcher(params.stop)
         async for piece in stream:
             text = matcher.push(piece)
@@ -118,9 +122,23 @@ class TransformersGenerator(Generator):
         new_ids = stream.new_ids
         usage = Usage(prompt_tokens=len(input_ids), completion_tokens=len(new_ids))
         finish = self._worker.finish_reason(new_ids, kwargs["max_new_tokens"], matcher.stopped)
-        yield GenerationChunk(finish_reason=finish, usage=usage)
+        # generate() hands out the logits once it is done: they come with the last chunk
+        yield GenerationChunk(finish_reason=finish, usage=usage, logprobs=self._logprobs(new_ids, logits, params.logprobs))
 
     # ------------------------------------------------------------------------------- helpers
+    def _logprobs(self, new_ids: list[int], logits: Optional[list], top: Optional[int]) -> Optional[list[TokenLogprob]]:
+        """Each generated token's entry (an end-of-sequence token has none: it is not in the text)."""
+        if logits is None or top is None:
+            return None
+        tok = self._worker.tokenizer
+
+        def token_bytes(t: int) -> bytes:
+            # A byte-level token holding part of a character decodes to U+FFFD: its bytes are those.
+            return tok.decode([t], skip_special_tokens=False).encode("utf-8")
+
+        return [token_logprob(row.numpy(), t, top, token_bytes)
+                for t, row in zip(new_ids, logits) if t not in self._worker.eos_ids]
+
     def _encode(self, chat: list[ChatMessage]) -> list[int]:
         tok = self._worker.tokenizer
         if getattr(tok, "chat_template", None):

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blender_serve.errors import InvalidInputError
 from blender_serve.generators.base import Generator
+from blender_serve.logprobs import top_entry
 from blender_serve.prompts import chat_as_plain_prompt
-from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, Usage
+from blender_serve.types import ChatMessage, GenerationChunk, SamplingParams, TokenLogprob, TopLogprob, Usage
 
 __all__ = ["VLLMGenerator"]
 
@@ -54,6 +55,7 @@ class VLLMGenerator(Generator):
     """
 
     Options = VLLMOptions
+    token_logprobs = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -121,8 +123,11 @@ class VLLMGenerator(Generator):
                     prompt_tokens = len(out.prompt_token_ids)
                 piece = out.outputs[0]
                 completion_tokens += len(piece.token_ids)  # DELTA outputs: only the new ids
-                if piece.text:
-                    yield GenerationChunk(text=piece.text)
+                logprobs = _logprobs(piece, params.logprobs)
+                if logprobs and out.finished and piece.finish_reason == "stop" and not isinstance(piece.stop_reason, str):
+                    logprobs = logprobs[:-1] or None  # an end-of-sequence token ended it: not in the text, no entry
+                if piece.text or logprobs:
+                    yield GenerationChunk(text=piece.text, logprobs=logprobs)
                 if out.finished:
                     finish = piece.finish_reason
         finally:
@@ -155,12 +160,32 @@ class VLLMGenerator(Generator):
         fmt = params.response_format
         if fmt is not None and fmt.type != "text":
             kwargs["structured_outputs"] = _structured_outputs(fmt)
+        if params.logprobs is not None:
+            kwargs["logprobs"] = params.logprobs
         return VSamplingParams(
             **kwargs,
             max_tokens=params.max_tokens or self.options.max_new_tokens,
             stop=list(params.stop) or None,
             output_kind=RequestOutputKind.DELTA,
         )
+
+
+def _logprobs(piece, top: Optional[int]) -> Optional[list[TokenLogprob]]:
+    """The new tokens' entries from vLLM's (one {token id: Logprob} dict per token: the chosen one
+    and the ``top`` most likely, ranked; vLLM's log-probabilities are of the raw logits)."""
+    if top is None or not piece.logprobs:
+        return None
+
+    def entry(token_id: int, lp) -> TopLogprob:
+        return top_entry((lp.decoded_token or "").encode("utf-8"), lp.logprob)
+
+    out = []
+    for token_id, ranked in zip(piece.token_ids, piece.logprobs):
+        best = sorted((item for item in ranked.items() if item[1].rank is not None and item[1].rank <= top),
+                      key=lambda item: item[1].rank)
+        out.append(TokenLogprob(**entry(token_id, ranked[token_id]).model_dump(),
+                                top_logprobs=[entry(t, lp) for t, lp in best[:top]]))
+    return out
 
 
 def _structured_outputs(fmt):

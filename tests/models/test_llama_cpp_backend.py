@@ -33,6 +33,10 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def collect(gen, messages, params):
+    return [chunk async for chunk in gen.stream(messages, params)]
+
+
 @pytest.fixture(scope="module")
 def smol_gguf():
     if not HAVE:
@@ -99,6 +103,28 @@ def test_greedy_tokens_equal_llama_cpp_pythons_own(smol_gguf):
     assert out.usage.prompt_tokens == len(prompt)
     assert out.usage.completion_tokens == ref["usage"]["completion_tokens"]
     assert out.finish_reason == ref["choices"][0]["finish_reason"]
+
+
+@needs_llama
+@pytest.mark.slow
+def test_logprobs_equal_llama_cpp_pythons_own(smol_gguf):
+    """Log-probabilities of the raw logits, token for token as llama-cpp-python's create_completion
+    reports them (on a second model that keeps every position's logits); streamed, the same."""
+    from llama_cpp import Llama
+
+    out = run(smol_gguf.generate(CHAT, {"temperature": 0, "max_tokens": 12, "logprobs": 2}))
+    prompt = smol_gguf._encode(smol_gguf.prepare(CHAT)[0])
+    reference = Llama(str(smol_gguf._llama.model_path), n_ctx=1024, n_threads=1, logits_all=True, verbose=False)
+    ref = reference.create_completion(prompt, max_tokens=12, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0,
+                                      repeat_penalty=1.0, logprobs=2)["choices"][0]["logprobs"]
+    assert [e.token for e in out.logprobs] == ref["tokens"] and "".join(ref["tokens"]) == out.text
+    assert [e.logprob for e in out.logprobs] == pytest.approx([float(x) for x in ref["token_logprobs"]], abs=1e-4)
+    for entry, top in zip(out.logprobs, ref["top_logprobs"]):
+        assert {e.token: e.logprob for e in entry.top_logprobs} == pytest.approx({t: float(v) for t, v in top.items()},
+                                                                                  abs=1e-4)
+        assert entry.bytes == list(entry.token.encode("utf-8"))
+    chunks = run(collect(smol_gguf, CHAT, {"temperature": 0, "max_tokens": 12, "logprobs": 2}))
+    assert [e for c in chunks for e in (c.logprobs or [])] == out.logprobs
 
 
 @needs_llama

@@ -70,6 +70,30 @@ def test_generate_matches_plain_transformers(tiny_gen, oracle):
     assert 0 < out.time_to_first_token_s <= out.latency_s
 
 
+def test_logprobs_equal_a_forward_pass_over_the_answer(tiny_gen, causal_lm_dir, oracle):
+    """Each generated token's log-probability is the log-softmax of the raw logits at its place,
+    as one forward pass over prompt + answer gives them; streamed, the same entries."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    prompt, new, _ = oracle(USER)
+    out = run(tiny_gen.generate(USER, {"logprobs": 3}))
+    model = AutoModelForCausalLM.from_pretrained(causal_lm_dir, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        table = model(torch.tensor([prompt + new])).logits[0].double().log_softmax(-1)
+    eos = tiny_gen._worker.eos_ids
+    rows = [(len(prompt) - 1 + i, t) for i, t in enumerate(new) if t not in eos]
+    assert len(out.logprobs) == len(rows) > 0
+    for entry, (pos, t) in zip(out.logprobs, rows):
+        assert entry.logprob == pytest.approx(table[pos, t].item(), abs=1e-4)
+        best = table[pos].topk(3)
+        assert [e.logprob for e in entry.top_logprobs] == pytest.approx(best.values.tolist(), abs=1e-4)
+        assert entry.top_logprobs[0].logprob == entry.logprob  # greedy: the chosen token is the likeliest
+    streamed = [e for c in run(collect(tiny_gen, USER, {"logprobs": 3})) for e in (c.logprobs or [])]
+    assert streamed == out.logprobs
+    assert run(tiny_gen.generate(USER)).logprobs is None  # not asked, not computed
+
+
 def test_stream_joins_to_the_generate_text_with_the_same_usage(tiny_gen):
     out = run(tiny_gen.generate(USER))
     chunks = run(collect(tiny_gen))

@@ -43,6 +43,8 @@ def app_url(deploy, llama_server):
     generators = [
         {"name": "smol", "backend": "openai", "model": "smol", "options": {"base_url": llama_server}},
         {"name": "paris", "backend": "scripted", "options": {"template": "Sunny in Paris: {prompt}"}},
+        {"name": "local", "backend": "llama_cpp", "model": "local:smollm2-135m-instruct-gguf",  # computes its own
+         "options": {"n_threads": 1, "n_ctx": 1024}},
         {"name": "down", "backend": "openai", "model": "smol",  # nothing listens there
          "options": {"base_url": f"http://127.0.0.1:{free_port()}/v1", "max_retries": 0}},
     ]
@@ -84,6 +86,32 @@ def test_logprobs_come_back_plain_and_streamed(client):
     streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
     assert text == choice.message.content and [t.token for t in streamed] == [t.token for t in tokens]
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+
+def test_a_model_that_computes_logprobs_answers_them_plain_and_streamed(client):
+    """An in-process llama.cpp model computes them itself, in the same shape the relayed server's
+    come in; streamed, they come with the text they belong to."""
+    resp = client.chat.completions.create(model="local", messages=MSG, logprobs=True, top_logprobs=2, **GREEDY)
+    choice = resp.choices[0]
+    tokens = choice.logprobs.content
+    assert "".join(t.token for t in tokens) == choice.message.content and choice.message.content
+    assert len(tokens) == resp.usage.completion_tokens == GREEDY["max_tokens"]
+    assert all(len(t.top_logprobs) == 2 and t.top_logprobs[0].logprob == t.logprob <= 0 for t in tokens)  # greedy
+    assert all(t.bytes == list(t.token.encode()) for t in tokens)
+    chunks = list(client.chat.completions.create(model="local", messages=MSG, logprobs=True, top_logprobs=2, stream=True,
+                                                 **GREEDY))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in tokens]
+    assert all(c.choices[0].delta.content == "".join(t.token for t in c.choices[0].logprobs.content)
+               for c in chunks if c.choices and c.choices[0].logprobs)  # each chunk's tokens are its text
+    plain = client.chat.completions.create(model="local", messages=MSG, **GREEDY)
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == choice.message.content
+
+
+def test_top_logprobs_without_logprobs_is_a_400(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="local", messages=MSG, top_logprobs=2)
+    assert "top_logprobs needs logprobs=true" in info.value.body["message"]
 
 
 # -- tools --------------------------------------------------------------------------------------

@@ -49,6 +49,20 @@ def test_stream_joins_to_the_generate_text_with_the_same_usage(loop, engine):
     assert chunks[-1].usage == out.usage and chunks[-1].finish_reason == out.finish_reason
 
 
+def test_logprobs_equal_the_transformers_backends(loop, engine, reference):
+    """vLLM's own log-probabilities (raw logits) for the same greedy tokens as the transformers
+    backend's, which equal a forward pass (tests/models); streamed, the same entries."""
+    out = loop.run_until_complete(engine.generate(USER, {"logprobs": 2}))
+    ref = loop.run_until_complete(reference.generate(USER, {"max_tokens": 24, "logprobs": 2}))
+    assert len(out.logprobs) == len(ref.logprobs) > 0  # an end-of-sequence token has an entry in neither
+    assert [e.logprob for e in out.logprobs] == pytest.approx([e.logprob for e in ref.logprobs], abs=2e-3)
+    for ours, theirs in zip(out.logprobs, ref.logprobs):
+        assert [e.logprob for e in ours.top_logprobs] == pytest.approx([e.logprob for e in theirs.top_logprobs], abs=2e-3)
+        assert ours.top_logprobs[0].logprob == ours.logprob
+    streamed = [e for c in loop.run_until_complete(collect(engine, USER, {"logprobs": 2})) for e in (c.logprobs or [])]
+    assert [e.logprob for e in streamed] == pytest.approx([e.logprob for e in out.logprobs], abs=1e-6)
+
+
 def test_stop_strings_match_the_transformers_backend(loop, engine, reference):
     full = loop.run_until_complete(engine.generate(USER)).text
     stop = full[len(full) // 2: len(full) // 2 + 2]
